@@ -1,0 +1,6 @@
+"""Detection models: `RetinaNet` (RetinaNet and GFL heads) and its building blocks."""
+
+from keras_focal.models.backbones import build_backbone
+from keras_focal.models.retinanet import RetinaNet
+
+__all__ = ["RetinaNet", "build_backbone"]

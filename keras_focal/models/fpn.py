@@ -1,0 +1,49 @@
+"""Feature Pyramid Network, P3-P7 (Lin et al. 2017, "Focal Loss for Dense Object Detection", Sec. 4)."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_focal")
+class UpsampleLike(keras.layers.Layer):
+    """Nearest-neighbour 2x upsampling cropped to the spatial size of a reference map.
+
+    Stride-2 'same' convolutions give ceil(H / 2) outputs, so doubling a coarse map can overshoot its finer
+    neighbour by one row or column; the crop keeps any input size working.
+    """
+
+    def call(self, inputs):
+        coarse, reference = inputs
+        upsampled = ops.repeat(ops.repeat(coarse, 2, axis=1), 2, axis=2)
+        height, width = ops.shape(reference)[1], ops.shape(reference)[2]
+        return upsampled[:, :height, :width, :]
+
+    def compute_output_shape(self, input_shapes):
+        coarse, reference = input_shapes
+        return (coarse[0], reference[1], reference[2], coarse[3])
+
+
+def feature_pyramid(c3, c4, c5, width=256, extra_levels_from="c5", name="fpn"):
+    """Builds P3..P7 from C3..C5 with functional Keras layers.
+
+    P3-P5: 1x1 lateral convs, top-down nearest upsampling and addition, then a 3x3 conv (Lin et al. 2017, FPN
+    Sec. 3). P6: 3x3 stride-2 conv on C5 ("computed via a 3x3 stride-2 conv on C5", RetinaNet Sec. 4), or on P5
+    for the GFL head (mmdetection `add_extra_convs='on_output'`). P7: ReLU then a 3x3 stride-2 conv on P6.
+    """
+    if extra_levels_from not in ("c5", "p5"):
+        raise ValueError(f"extra_levels_from must be 'c5' or 'p5', got {extra_levels_from!r}")
+
+    def conv(kernel, stride, label):
+        return keras.layers.Conv2D(width, kernel, strides=stride, padding="same", name=f"{name}_{label}")
+
+    lateral5 = conv(1, 1, "lateral5")(c5)
+    lateral4 = conv(1, 1, "lateral4")(c4)
+    lateral3 = conv(1, 1, "lateral3")(c3)
+    merged4 = keras.layers.Add(name=f"{name}_merge4")([lateral4, UpsampleLike(name=f"{name}_up5")([lateral5, lateral4])])
+    merged3 = keras.layers.Add(name=f"{name}_merge3")([lateral3, UpsampleLike(name=f"{name}_up4")([merged4, lateral3])])
+    p3 = conv(3, 1, "p3")(merged3)
+    p4 = conv(3, 1, "p4")(merged4)
+    p5 = conv(3, 1, "p5")(lateral5)
+    p6 = conv(3, 2, "p6")(c5 if extra_levels_from == "c5" else p5)
+    p7 = conv(3, 2, "p7")(keras.layers.ReLU(name=f"{name}_p6_relu")(p6))
+    return [p3, p4, p5, p6, p7]
