@@ -1,0 +1,128 @@
+"""Train a keras_focal detector, evaluate it with COCO mAP and export it for TF Serving.
+
+With no arguments it trains the compact RetinaNet configuration on the built-in offline dataset
+(keras_focal_shapes), which fits the 15-minute budget of a 2-core laptop:
+
+    python examples/train.py
+
+Kill it at any time and run the same command again: it resumes from the last finished epoch
+(keras.callbacks.BackupAndRestore in --model-dir).
+"""
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", default="keras_focal_shapes",
+                      help="tfds name: keras_focal_shapes (built-in, offline), coco/2017, voc/2007, voc/2012")
+    data.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir (default: tfds' own)")
+    data.add_argument("--image-size", type=int, default=128, help="square training and serving size in pixels")
+    data.add_argument("--no-augment", action="store_true", help="disable flip and scale-jitter augmentation")
+    model = p.add_argument_group("model")
+    model.add_argument("--backbone", default="resnet18", choices=["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"],
+                       help="ResNet depth of the backbone (keras-hub ResNetBackbone)")
+    model.add_argument("--head", default="retina", choices=["retina", "gfl"],
+                       help="retina: focal loss, 9 anchors per location; gfl: QFL + DFL + GIoU with ATSS")
+    model.add_argument("--fpn-width", type=int, default=64, help="FPN and head channels (the papers use 256)")
+    model.add_argument("--head-convs", type=int, default=2, help="convs per subnet (the papers use 4)")
+    model.add_argument("--backbone-weights", default=None,
+                       help="None for random init, 'imagenet' (needs a network) or a local .weights.h5 file")
+    optim = p.add_argument_group("optimization")
+    optim.add_argument("--epochs", type=int, default=12, help="number of epochs")
+    optim.add_argument("--batch-size", type=int, default=16, help="global batch size, split over the replicas")
+    optim.add_argument("--steps-per-epoch", type=int, default=None,
+                       help="steps per epoch (default: one pass over the training split)")
+    optim.add_argument("--optimizer", default="adamw", choices=["sgd", "adamw"],
+                       help="sgd: momentum 0.9 as in the paper; adamw: trains faster from random init")
+    optim.add_argument("--learning-rate", type=float, default=None,
+                       help="base learning rate (default: 0.01 * batch/16 for sgd, 1e-3 for adamw)")
+    optim.add_argument("--weight-decay", type=float, default=1e-4, help="weight decay (paper: 1e-4)")
+    optim.add_argument("--warmup-steps", type=int, default=100, help="linear warmup steps")
+    optim.add_argument("--decay-epochs", type=int, nargs="*", default=None,
+                       help="epochs after which the rate drops 10x (default: at 2/3 and 8/9 of training, as the 1x schedule)")
+    optim.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPU) compute")
+    optim.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
+    optim.add_argument("--seed", type=int, default=0, help="random seed")
+    run = p.add_argument_group("run")
+    run.add_argument("--model-dir", default="runs/shapes_retinanet",
+                     help="checkpoints (model.keras), BackupAndRestore state and TensorBoard logs")
+    run.add_argument("--export-dir", default="saved_models/shapes_retinanet",
+                     help="SavedModel export base; versions go to <export-dir>/<n>/ ('' to skip)")
+    run.add_argument("--eval-every", type=int, default=0, help="COCO evaluation every N epochs during training (0: only at the end)")
+    run.add_argument("--eval-split", default="validation", help="split used for evaluation")
+    run.add_argument("--tpu", default=None, help="TPU name or 'local' to train on a TPU")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import keras
+
+    import keras_focal
+    from keras_focal import data, evaluation, training
+
+    keras.utils.set_random_seed(args.seed)
+    if args.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    strategy = training.select_strategy(args.tpu)
+    chief = training.is_chief(strategy)
+    print(f"Strategy: {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
+
+    info = data.dataset_info(args.dataset, data_dir=args.data_dir)
+    size = (args.image_size, args.image_size)
+    with strategy.scope():
+        model = keras_focal.models.RetinaNet(
+            info.num_classes, backbone=args.backbone, head=args.head, fpn_width=args.fpn_width,
+            head_convs=args.head_convs, image_size=size, backbone_weights=args.backbone_weights)
+
+        train_examples = info.num_examples["train"]
+        steps = args.steps_per_epoch or max(1, train_examples // args.batch_size)
+        decay_epochs = args.decay_epochs if args.decay_epochs is not None else [round(args.epochs * 2 / 3), round(args.epochs * 8 / 9)]
+        if args.optimizer == "sgd":
+            rate = args.learning_rate or 0.01 * args.batch_size / 16  # Detectron: 0.01 at batch 16 (linear scaling)
+            schedule = training.WarmupStepDecay(rate, args.warmup_steps, [e * steps for e in decay_epochs if 0 < e < args.epochs])
+            optimizer = keras.optimizers.SGD(schedule, momentum=0.9, weight_decay=args.weight_decay, clipnorm=None)
+        else:
+            rate = args.learning_rate or 1e-3
+            schedule = training.WarmupStepDecay(rate, args.warmup_steps, [e * steps for e in decay_epochs if 0 < e < args.epochs])
+            optimizer = keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay)
+        model.compile(optimizer=optimizer, jit_compile=args.jit_compile)
+
+    train_ds = data.make_dataset(
+        data.load(args.dataset, "train", data_dir=args.data_dir), image_size=size, batch_size=args.batch_size,
+        encoder=model.anchor_encoder, augment=not args.no_augment, shuffle=True, repeat=True, seed=args.seed)
+    eval_ds = data.load(args.dataset, args.eval_split, data_dir=args.data_dir)
+
+    os.makedirs(args.model_dir, exist_ok=True)
+    callbacks = [
+        # Saves the whole training state at each epoch end; a rerun after a kill resumes from there.
+        keras.callbacks.BackupAndRestore(os.path.join(args.model_dir, "backup")),
+        keras.callbacks.TensorBoard(os.path.join(args.model_dir, "logs"), update_freq=50),
+    ]
+    if chief:
+        callbacks.append(keras.callbacks.ModelCheckpoint(os.path.join(args.model_dir, "model.keras")))
+    if args.eval_every:
+        callbacks.append(evaluation.COCOEvaluationCallback(eval_ds, image_size=size, every_n_epochs=args.eval_every,
+                                                           class_names=info.class_names))
+
+    start = time.time()
+    model.fit(train_ds, epochs=args.epochs, steps_per_epoch=steps, callbacks=callbacks)
+    print(f"Training took {time.time() - start:.0f} s")
+
+    metrics = evaluation.evaluate_model(model, eval_ds, image_size=size, class_names=info.class_names)
+    print(f"COCO evaluation on {args.dataset} {args.eval_split}:")
+    print(evaluation.format_table(metrics))
+    if chief and args.export_dir:
+        version_dir = keras_focal.export.export_saved_model(model, args.export_dir)
+        print(f"Exported SavedModel to {version_dir}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
