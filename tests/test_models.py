@@ -1,0 +1,178 @@
+"""RetinaNet / GFL model: structure, paper defaults, loss behaviour, persistence."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_focal.layers import AnchorGenerator
+from keras_focal.models import RetinaNet
+from keras_focal.models.backbones import build_backbone
+
+
+def tiny_backbone():
+    """A 5-conv stand-in for ResNet exposing C3-C5 (strides 8, 16, 32): fast enough for CPU tests."""
+    images = keras.Input((None, None, 3))
+    x = images
+    for filters in (16, 24, 32):
+        x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu")(x)
+    c3 = x
+    c4 = keras.layers.Conv2D(48, 3, strides=2, padding="same", activation="relu")(c3)
+    c5 = keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu")(c4)
+    return keras.Model(images, [c3, c4, c5], name="tiny")
+
+
+def tiny_model(head="retina", num_classes=3, **kwargs):
+    return RetinaNet(num_classes, backbone=tiny_backbone(), head=head, fpn_width=32, head_convs=2,
+                     image_size=(128, 128), **kwargs)
+
+
+@pytest.mark.parametrize("head", ["retina", "gfl"])
+def test_outputs_cover_every_anchor_for_any_image_size(head):
+    model = tiny_model(head)
+    for height, width in [(128, 128), (100, 150)]:
+        out = model(np.zeros((2, height, width, 3), "float32"))
+        expected = model.anchor_generator(height, width).shape[0]
+        per_location = 9 if head == "retina" else 1
+        levels = sum(math.ceil(height / 2**l) * math.ceil(width / 2**l) for l in range(3, 8))
+        assert expected == levels * per_location
+        assert out["class_logits"].shape == (2, expected, 3)
+        assert out["box_outputs"].shape == (2, expected, 4 if head == "retina" else 4 * 17)
+        assert out["class_logits"].dtype == "float32"
+
+
+@pytest.mark.parametrize("head", ["retina", "gfl"])
+def test_class_bias_is_the_prior_and_initial_probability_is_about_one_percent(head):
+    model = tiny_model(head)
+    bias = model.get_layer("class_subnet_logits").bias.numpy()
+    np.testing.assert_allclose(bias, -math.log(99.0), rtol=1e-6)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 128, 128, 3)).astype("float32")
+    probability = tf.sigmoid(model(images)["class_logits"]).numpy().mean()
+    assert 0.008 < probability < 0.012
+
+
+def test_uint8_and_float_images_give_the_same_outputs():
+    model = tiny_model()
+    images = np.random.default_rng(1).integers(0, 256, (1, 64, 96, 3)).astype("uint8")
+    a = model(images)["class_logits"]
+    b = model(images.astype("float32"))["class_logits"]
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_paper_defaults_with_resnet50():
+    model = RetinaNet(80)  # resnet50, retina head, 256-wide 4-conv subnets
+    assert model.anchor_generator.anchors_per_location == 9
+    convs = [l for l in model.layers if l.name.startswith("class_subnet_conv")]
+    assert len(convs) == 4 and all(l.filters == 256 for l in convs)
+    assert model.decoder.score_threshold == 0.05 and model.decoder.iou_threshold == 0.5
+    assert model.decoder.pre_nms_topk == 1000 and model.decoder.max_detections == 100
+    assert model.focal_alpha == 0.25 and model.focal_gamma == 2.0
+    # P6 is computed from C5 (2048 channels for ResNet-50), RetinaNet Sec. 4.
+    assert model.get_layer("fpn_p6").kernel.shape == (3, 3, 2048, 256)
+    gfl = RetinaNet(80, backbone="resnet18", head="gfl")
+    assert gfl.decoder.iou_threshold == 0.6
+    assert gfl.get_layer("fpn_p6").kernel.shape == (3, 3, 256, 256)  # GFL: P6 from P5
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet34"])
+def test_named_backbones_give_c3_to_c5(name):
+    features = build_backbone(name)
+    c3, c4, c5 = features(np.zeros((1, 64, 64, 3), "float32"))
+    assert (c3.shape[1], c4.shape[1], c5.shape[1]) == (8, 4, 2)
+
+
+def test_bad_backbone_and_head_names_are_rejected():
+    with pytest.raises(ValueError, match="resnet18"):
+        RetinaNet(3, backbone="vgg16")
+    with pytest.raises(ValueError, match="head"):
+        RetinaNet(3, backbone=tiny_backbone(), head="fcos")
+
+
+def test_freeze_options_freeze_stem_and_batchnorm():
+    features = build_backbone("resnet18", freeze_stem=True, freeze_batchnorm=True)
+    layers = {l.name: l for l in features.layers}
+    assert not layers["conv1_conv"].trainable
+    assert all(not l.trainable for l in features.layers if isinstance(l, keras.layers.BatchNormalization))
+    assert layers["stack1_block0_1_conv"].trainable
+
+
+def _targets(boxes, classes, max_boxes=4):
+    b = np.full((len(boxes), max_boxes, 4), -1.0, "float32")
+    c = np.full((len(boxes), max_boxes), -1, "int32")
+    for i, (bx, cl) in enumerate(zip(boxes, classes)):
+        b[i, : len(bx)] = bx
+        c[i, : len(cl)] = cl
+    return {"boxes": b, "classes": c}
+
+
+@pytest.mark.parametrize("head", ["retina", "gfl"])
+def test_loss_is_finite_without_objects_and_still_trains_negatives(head):
+    model = tiny_model(head)
+    model.compile(optimizer="sgd")
+    images = np.random.default_rng(2).uniform(0, 255, (2, 128, 128, 3)).astype("float32")
+    empty = _targets([[], []], [[], []])
+    loss = model.compute_loss(images, empty, model(images))
+    assert np.isfinite(float(loss)) and float(loss) > 0
+    assert float(model.box_loss_tracker.result()) == 0.0
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(images, empty, model(images, training=True))
+    grad = tape.gradient(loss, model.get_layer("class_subnet_logits").bias)
+    assert np.all(np.isfinite(grad)) and np.abs(grad).sum() > 0
+
+
+def test_pipeline_encoded_and_in_graph_encoded_targets_give_the_same_loss():
+    model = tiny_model()
+    model.compile(optimizer="sgd")
+    images = np.random.default_rng(3).uniform(0, 255, (2, 128, 128, 3)).astype("float32")
+    targets = _targets([[[0.1, 0.1, 0.5, 0.4]], [[0.2, 0.3, 0.9, 0.9], [0.0, 0.0, 0.3, 0.3]]], [[0], [1, 2]])
+    outputs = model(images)
+    in_graph = model.compute_loss(images, targets, outputs)
+    encoded = model.anchor_encoder(targets["boxes"], targets["classes"], 128, 128)
+    pipeline = model.compute_loss(images, {**targets, **encoded}, outputs)
+    np.testing.assert_allclose(float(in_graph), float(pipeline), rtol=1e-6)
+
+
+def test_keras_focal_loss_gives_the_default_loss():
+    """classification_loss= accepts Keras losses: keras' class-balanced focal loss is the paper's focal loss."""
+    model = tiny_model()
+    images = np.random.default_rng(4).uniform(0, 255, (2, 128, 128, 3)).astype("float32")
+    targets = _targets([[[0.1, 0.1, 0.5, 0.4]], [[0.2, 0.3, 0.9, 0.9]]], [[0], [2]])
+    outputs = model(images)
+    model.compile(optimizer="sgd")
+    default = float(model.compute_loss(images, targets, outputs))
+    model.compile(optimizer="sgd", classification_loss=keras.losses.BinaryFocalCrossentropy(
+        apply_class_balancing=True, alpha=0.25, gamma=2.0, from_logits=True))
+    custom = float(model.compute_loss(images, targets, outputs))
+    np.testing.assert_allclose(custom, default, rtol=1e-5)
+    with pytest.raises(ValueError, match="classification_loss"):
+        model.compile(optimizer="sgd", loss="mse")
+
+
+def test_targets_in_the_wrong_format_are_rejected():
+    model = tiny_model()
+    images = np.zeros((1, 64, 64, 3), "float32")
+    with pytest.raises(ValueError, match="boxes"):
+        model.compute_loss(images, np.zeros((1, 4)), model(images))
+
+
+@pytest.mark.parametrize("head", ["retina", "gfl"])
+def test_save_and_reload_keras_file(tmp_path, head):
+    model = RetinaNet(3, backbone="resnet18", head=head, fpn_width=32, head_convs=1, image_size=(64, 64))
+    images = np.random.default_rng(5).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert restored.image_size == (64, 64) and restored.head == head
+    np.testing.assert_allclose(restored(images)["class_logits"], model(images)["class_logits"], atol=1e-5)
+
+
+def test_predict_returns_the_contract_detections():
+    model = tiny_model(score_threshold=0.0)
+    images = np.random.default_rng(6).uniform(0, 255, (3, 96, 128, 3)).astype("float32")
+    out = model.predict(images, batch_size=2, verbose=0)
+    assert set(out) == {"detection_boxes", "detection_scores", "detection_classes", "num_detections"}
+    assert out["detection_boxes"].shape == (3, 100, 4)
+    assert np.all(out["detection_boxes"] >= 0) and np.all(out["detection_boxes"] <= 1)
+    assert np.all(np.diff(out["detection_scores"], axis=1) <= 1e-7)
