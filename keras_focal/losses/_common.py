@@ -1,0 +1,160 @@
+"""Private helpers shared by the keras_focal losses: dtypes, shape checks, powers, argument checks."""
+
+import numpy as np
+
+import keras
+from keras import ops
+
+# Smallest positive normal float32: a floor for quantities that are about to be logged or divided by.
+TINY = float(np.finfo(np.float32).tiny)
+
+_LOW_PRECISION = ("float16", "bfloat16")
+
+
+def compute_dtype(x):
+    """float32 for float16 / bfloat16 / integer inputs, float64 kept, float32 otherwise."""
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    return "float64" if dtype == "float64" else "float32"
+
+
+def to_compute(y_true, y_pred):
+    """Converts both to tensors in the compute dtype (float32 for half precision: mixed precision)."""
+    y_pred = ops.convert_to_tensor(y_pred)
+    dtype = compute_dtype(y_pred)
+    y_pred = ops.cast(y_pred, dtype)
+    y_true = ops.cast(ops.convert_to_tensor(y_true), dtype)
+    return y_true, y_pred
+
+
+def static_shape(x):
+    return tuple(x.shape)
+
+
+def shapes_compatible(a, b):
+    if len(a) != len(b):
+        return False
+    return all(da is None or db is None or da == db for da, db in zip(a, b))
+
+
+def check_same_shape(y_true, y_pred, loss_name):
+    """Raises ValueError naming both static shapes when they cannot be the same shape."""
+    a, b = static_shape(y_true), static_shape(y_pred)
+    if not shapes_compatible(a, b):
+        raise ValueError(
+            f"{loss_name}: y_true and y_pred must have the same shape (no broadcasting), "
+            f"got y_true.shape={a} and y_pred.shape={b}."
+        )
+
+
+def match_trailing_unit_axis(y_true, y_pred):
+    """Keras' convention for (batch,) labels with (batch, 1) predictions (and the reverse).
+
+    Only a trailing axis of size 1 is added or removed; nothing is ever broadcast.
+    """
+    y_true, y_pred = ops.convert_to_tensor(y_true), ops.convert_to_tensor(y_pred)
+    rt, rp = len(y_true.shape), len(y_pred.shape)
+    if rp == rt + 1 and y_pred.shape[-1] == 1:
+        y_true = ops.expand_dims(y_true, -1)
+    elif rt == rp + 1 and y_true.shape[-1] == 1:
+        y_true = ops.squeeze(y_true, -1)
+    return y_true, y_pred
+
+
+def is_small_int(value, limit=8):
+    return float(value).is_integer() and 0 <= value <= limit
+
+
+def int_pow(x, n):
+    """x**n for a small non-negative Python integer n by repeated multiplication (no transcendentals)."""
+    n = int(n)
+    if n == 0:
+        return ops.ones_like(x)
+    result = None
+    base = x
+    while n:
+        if n & 1:
+            result = base if result is None else result * base
+        n >>= 1
+        if n:
+            base = base * base
+    return result
+
+
+def pow_nonneg(x, exponent):
+    """x**exponent for x >= 0: multiplication for small integer exponents, ops.power otherwise."""
+    if is_small_int(exponent):
+        return int_pow(x, exponent)
+    return ops.power(x, ops.cast(exponent, x.dtype))
+
+
+def safe_abs_pow(d, exponent):
+    """|d|**exponent whose gradient is finite everywhere (0 at d == 0 when the true one is infinite)."""
+    if is_small_int(exponent):
+        n = int(exponent)
+        if n == 0:
+            return ops.ones_like(d)
+        if n % 2 == 0:
+            return int_pow(d * d, n // 2)
+        return ops.abs(d) * int_pow(d * d, n // 2)
+    nonzero = ops.not_equal(d, 0.0)
+    safe = ops.where(nonzero, ops.abs(d), ops.ones_like(d))
+    return ops.where(nonzero, ops.exp(exponent * ops.log(safe)), ops.zeros_like(d))
+
+
+def clip_probabilities(p):
+    eps = keras.config.epsilon()
+    return ops.clip(p, eps, 1.0 - eps)
+
+
+def check_gamma(gamma, name="gamma"):
+    try:
+        gamma = float(gamma)
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` must be a non-negative number, got {name}={gamma!r}.") from None
+    if not np.isfinite(gamma) or gamma < 0:
+        raise ValueError(f"`{name}` must be a finite number >= 0, got {name}={gamma}.")
+    return gamma
+
+
+def check_alpha(alpha):
+    if alpha is None:
+        return None
+    try:
+        value = float(alpha)
+    except (TypeError, ValueError):
+        raise ValueError(f"`alpha` must be a number in [0, 1] or None, got alpha={alpha!r}.") from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"`alpha` must be in [0, 1] (or None for no weighting), got alpha={alpha}.")
+    return value
+
+
+def check_label_smoothing(label_smoothing):
+    value = float(label_smoothing)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"`label_smoothing` must be in [0, 1], got label_smoothing={label_smoothing}.")
+    return value
+
+
+def concrete_numpy(x):
+    """The value of `x` as a NumPy array when it is concrete (eager), None when it is symbolic (graph/trace)."""
+    backend = keras.backend.backend()
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            if not tf.executing_eagerly() or not hasattr(x, "numpy"):
+                return None
+            return x.numpy()
+        if backend == "jax":
+            import jax
+
+            if isinstance(x, jax.core.Tracer):
+                return None
+        return np.asarray(ops.convert_to_numpy(x))
+    except Exception:  # symbolic tensors of any backend
+        return None
+
+
+def config_dtype(loss):
+    """The dtype argument to store in get_config (None unless the user chose one)."""
+    return getattr(loss, "_user_dtype", None)

@@ -1,0 +1,156 @@
+"""Generalized Focal Loss (Li et al. 2020): Quality Focal Loss and Distribution Focal Loss."""
+
+import keras
+from keras import ops
+
+from keras_focal.losses import _common as C
+from keras_focal.losses.focal import _KFLoss
+
+
+def quality_focal_loss(y_true, y_pred, beta=2.0, from_logits=False):
+    """Element-wise Quality Focal Loss, unreduced.
+
+    ```
+    sigma = sigmoid(y_pred)   (or y_pred, clipped to [epsilon, 1 - epsilon], if from_logits=False)
+    loss  = -|y - sigma|^beta ((1 - y) log(1 - sigma) + y log(sigma)) = |y - sigma|^beta BCE(y, sigma)
+    ```
+
+    `y_true` is the quality target (e.g. the IoU of the predicted box with its ground truth; 0 for negatives), the
+    same shape as `y_pred`. From logits, BCE is `softplus(x) - y x`. The gradient is 0 where sigma == y, and
+    finite everywhere for any `beta >= 0` (for `beta < 1` the infinite one-sided derivative at sigma == y is
+    replaced by 0).
+
+    Example:
+
+    >>> import numpy as np
+    >>> quality_focal_loss(np.array([[0.8, 0.0]], "float32"), np.array([[1.2, -3.0]], "float32"),
+    ...                    from_logits=True).shape
+    TensorShape([1, 2])
+    """
+    beta = C.check_gamma(beta, "beta")
+    y_true, y_pred = C.to_compute(y_true, y_pred)
+    C.check_same_shape(y_true, y_pred, "quality_focal_loss")
+    if from_logits:
+        u = ops.exp(-ops.abs(y_pred))
+        bce = ops.relu(y_pred) - y_pred * y_true + ops.log1p(u)
+        sigma = ops.where(y_pred >= 0, 1.0, u) / (1.0 + u)
+    else:
+        sigma = C.clip_probabilities(y_pred)
+        bce = -(y_true * ops.log(sigma) + (1.0 - y_true) * ops.log1p(-sigma))
+    if beta == 0:
+        return bce
+    return C.safe_abs_pow(sigma - y_true, beta) * bce
+
+
+def distribution_focal_loss(y_true, y_pred, from_logits=False):
+    """Distribution Focal Loss, one value per target (the shape of `y_true`).
+
+    `y_pred` has one more axis than `y_true`: a distribution S over the bins 0..n (softmax of `y_pred` if
+    `from_logits`, else `y_pred` normalised and clipped to [epsilon, 1] as Keras does for probabilities).
+    With `y` clipped to [0, n], `y_l = floor(y)`, `y_r = y_l + 1`:
+
+    ```
+    loss = -((y_r - y) log S[y_l] + (y - y_l) log S[y_r])
+    ```
+
+    A target equal to n is taken as the limit from below (`y_l = n - 1`, `y_r = n`, weights 0 and 1), which is
+    what clamping it just below n gives, without choosing an arbitrary margin. The gradient with respect to the
+    logits is `S - t` with `t` the two-bin target: it moves probability mass only towards `y_l` and `y_r`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> logits = np.zeros((2, 4, 17), "float32")          # 2 boxes, 4 sides, reg_max 16
+    >>> distances = np.full((2, 4), 3.4, "float32")
+    >>> distribution_focal_loss(distances, logits, from_logits=True).shape
+    TensorShape([2, 4])
+    """
+    y_pred = ops.convert_to_tensor(y_pred)
+    y_pred = ops.cast(y_pred, C.compute_dtype(y_pred))
+    y_true = ops.cast(ops.convert_to_tensor(y_true), y_pred.dtype)
+    if len(y_pred.shape) != len(y_true.shape) + 1 or not C.shapes_compatible(
+        tuple(y_true.shape), tuple(y_pred.shape[:-1])
+    ):
+        raise ValueError(
+            "distribution_focal_loss: y_pred needs a bins axis: its shape must be y_true.shape + (n + 1,), "
+            f"got y_true.shape={tuple(y_true.shape)} and y_pred.shape={tuple(y_pred.shape)}."
+        )
+    num_bins = y_pred.shape[-1]
+    if num_bins is None or num_bins < 2:
+        raise ValueError(
+            "distribution_focal_loss: the bins axis (last axis of y_pred) must be static and hold at least 2 "
+            f"bins, got y_pred.shape={tuple(y_pred.shape)}."
+        )
+    n = num_bins - 1
+    if from_logits:
+        log_s = ops.log_softmax(y_pred, axis=-1)
+    else:
+        p = y_pred / ops.sum(y_pred, axis=-1, keepdims=True)
+        log_s = ops.log(ops.clip(p, keras.config.epsilon(), 1.0))
+    y = ops.clip(y_true, 0.0, float(n))
+    left = ops.minimum(ops.floor(y), float(n - 1))
+    w_left = (left + 1.0) - y
+    w_right = y - left
+    left_idx = ops.expand_dims(ops.cast(left, "int32"), -1)
+    log_left = ops.squeeze(ops.take_along_axis(log_s, left_idx, axis=-1), -1)
+    log_right = ops.squeeze(ops.take_along_axis(log_s, left_idx + 1, axis=-1), -1)
+    return -(w_left * log_left + w_right * log_right)
+
+
+@keras.saving.register_keras_serializable(package="keras_focal")
+class QualityFocalLoss(_KFLoss):
+    """Quality Focal Loss (GFL): `|y - sigma|^beta BCE(y, sigma)`, mean over the last axis.
+
+    y_true is the IoU-quality target in [0, 1] (0 for negatives), the same shape as y_pred; see
+    `quality_focal_loss`.
+
+    Example:
+
+    >>> loss = QualityFocalLoss(beta=2.0, from_logits=True)
+    >>> float(loss([[0.8, 0.0]], [[1.2, -3.0]])) > 0
+    True
+    """
+
+    def __init__(self, beta=2.0, from_logits=False, reduction="sum_over_batch_size", name="quality_focal_loss",
+                 dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.beta = C.check_gamma(beta, "beta")
+        self.from_logits = bool(from_logits)
+
+    def call(self, y_true, y_pred):
+        y_true, y_pred = C.match_trailing_unit_axis(y_true, y_pred)
+        values = quality_focal_loss(y_true, y_pred, beta=self.beta, from_logits=self.from_logits)
+        return ops.mean(values, axis=-1)
+
+    def get_config(self):
+        config = self._base_config()
+        config.update(beta=self.beta, from_logits=self.from_logits)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_focal")
+class DistributionFocalLoss(_KFLoss):
+    """Distribution Focal Loss (GFL): one value per target; y_pred has an extra bins axis of size n + 1.
+
+    See `distribution_focal_loss`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> loss = DistributionFocalLoss(from_logits=True)
+    >>> float(loss(np.full((2, 4), 3.4, "float32"), np.zeros((2, 4, 17), "float32"))) > 0
+    True
+    """
+
+    def __init__(self, from_logits=False, reduction="sum_over_batch_size", name="distribution_focal_loss",
+                 dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.from_logits = bool(from_logits)
+
+    def call(self, y_true, y_pred):
+        return distribution_focal_loss(y_true, y_pred, from_logits=self.from_logits)
+
+    def get_config(self):
+        config = self._base_config()
+        config.update(from_logits=self.from_logits)
+        return config
