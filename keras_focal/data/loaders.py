@@ -1,0 +1,94 @@
+"""tensorflow-datasets loaders yielding the contract's format (CONTRACT §2), one example at a time.
+
+Each example is `(image, targets)` with `image` uint8 [H, W, 3] and
+`targets = {"boxes": float32 [M, 4] normalized yxyx, "classes": int32 [M]}` (unbatched, unpadded, M may be 0).
+
+Annotation clean-up, the same for every dataset:
+- `bbox` and `label` of different lengths (tfds mock data produces these): both are cut to the shorter length.
+- Boxes are clipped to [0, 1]; boxes that are then inverted (ymin > ymax or xmin > xmax), of zero area, or not
+  finite are **dropped** (never reordered: an inverted box is a corrupt annotation, not a box to guess at).
+- COCO crowd regions (`objects/is_crowd`) are excluded from the targets. With `keep_crowd=True` they are kept and
+  flagged in an extra `targets["is_crowd"]` (bool [M]) so that evaluation can pass them to COCOeval as crowd;
+  `make_dataset` never gives crowd boxes to the encoder.
+- VOC boxes marked `is_difficult` are excluded unless `keep_difficult=True` (the usual VOC training practice).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from keras_focal.data import catalog, shapes_dataset
+
+
+def _aligned(values, n, fill):
+    """`values` (a 1-D tensor) cut or padded with `fill` to length n."""
+    values = values[:n]
+    pad = n - tf.shape(values)[0]
+    return tf.concat([values, tf.fill([pad], tf.cast(fill, values.dtype))], axis=0)
+
+
+def clean_annotations(boxes, labels, exclude=None, keep_flags=None):
+    """Applies the clean-up rules above. boxes [N, 4], labels [K], exclude/keep_flags bool [L] (any lengths).
+
+    Returns (boxes float32 [M, 4], classes int32 [M], flags bool [M] or None): `exclude` marks boxes to drop;
+    `keep_flags` is carried along for the boxes kept (e.g. is_crowd when crowd boxes are kept).
+    """
+    boxes = tf.reshape(tf.cast(boxes, tf.float32), [-1, 4])
+    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+    n = tf.minimum(tf.shape(boxes)[0], tf.shape(labels)[0])
+    boxes, labels = boxes[:n], labels[:n]
+    finite = tf.reduce_all(tf.math.is_finite(boxes), axis=-1)
+    boxes = tf.where(finite[:, None], boxes, tf.zeros_like(boxes))
+    boxes = tf.clip_by_value(boxes, 0.0, 1.0)
+    keep = finite & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]) & (labels >= 0)
+    if exclude is not None:
+        keep &= ~_aligned(tf.reshape(tf.cast(exclude, tf.bool), [-1]), n, False)
+    flags = None
+    if keep_flags is not None:
+        flags = tf.boolean_mask(_aligned(tf.reshape(tf.cast(keep_flags, tf.bool), [-1]), n, False), keep)
+    return tf.boolean_mask(boxes, keep), tf.boolean_mask(labels, keep), flags
+
+
+def _to_contract(example, keep_crowd, keep_difficult):
+    objects = example["objects"]
+    exclude = None
+    flags = None
+    if "is_crowd" in objects:
+        if keep_crowd:
+            flags = objects["is_crowd"]
+        else:
+            exclude = objects["is_crowd"]
+    if "is_difficult" in objects and not keep_difficult:
+        exclude = objects["is_difficult"] if exclude is None else exclude  # VOC has no crowd
+    boxes, classes, flags = clean_annotations(objects["bbox"], objects["label"], exclude, flags)
+    image = example["image"]
+    if image.shape[-1] == 1:  # grayscale features
+        image = tf.image.grayscale_to_rgb(image)
+    image = tf.ensure_shape(image, [None, None, 3])
+    targets = {"boxes": tf.ensure_shape(boxes, [None, 4]), "classes": classes}
+    if flags is not None:
+        targets["is_crowd"] = flags
+    return tf.cast(image, tf.uint8), targets
+
+
+def load(name: str = shapes_dataset.NAME, split: str = "train", data_dir: str | None = None,
+         shuffle_files: bool = False, download: bool = True, keep_crowd: bool = False,
+         keep_difficult: bool = False, read_config=None):
+    """Loads a detection dataset with tensorflow-datasets in the contract's format (see the module docstring).
+
+    name: "keras_focal_shapes" (default; alias "shapes"; "keras_focal_shapes/small" for the tiny config),
+        "coco/2017", "voc/2007", "voc/2012". Unknown names raise ValueError listing the available ones.
+    split: any tfds split expression ("train", "validation", "test", "train[:10%]", ...).
+    data_dir: where tfds stores/reads the data (tfds' default, ~/tensorflow_datasets, when None).
+    download: prepare the dataset if missing (for the built-in one this generates it locally, no network).
+    Returns an unbatched `tf.data.Dataset` of `(image uint8 [H, W, 3], {"boxes", "classes"})`.
+    """
+    canonical, config = catalog.resolve_name(name)
+    tfds_name = canonical
+    if canonical == shapes_dataset.NAME and config:
+        tfds_name = f"{canonical}/{config}"
+    ds = tfds.load(tfds_name, split=split, data_dir=data_dir, shuffle_files=shuffle_files, download=download,
+                   read_config=read_config)
+    return ds.map(lambda ex: _to_contract(ex, keep_crowd, keep_difficult),
+                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
