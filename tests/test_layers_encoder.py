@@ -1,0 +1,190 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_focal.layers import AnchorEncoder, AnchorGenerator, decode_deltas
+from test_layers_reference import ref_assign_atss, ref_assign_iou, ref_encode
+
+# 4 x 4 non-overlapping 64-px tiles on a 256 x 256 image: anchor (i, j) = [64i, 64j, 64i+64, 64j+64] px,
+# index i * 4 + j. A box inside one tile has IoU (its area / 4096) with that tile and 0 with the others.
+S = 256.0
+TILES = AnchorGenerator(min_level=6, max_level=6, anchor_size=1.0, num_scales=1, aspect_ratios=(1.0,))
+
+
+def _px(*boxes):
+    return np.array(boxes, "float32") / S
+
+
+def test_tiles_layout():
+    np.testing.assert_allclose(TILES(256, 256).numpy()[5] * S, [64, 64, 128, 128], atol=1e-4)
+
+
+def test_iou_band_without_low_quality():
+    boxes = _px([0, 0, 64, 38.4], [64, 64, 128, 64 + 28.8], [128, 128, 192, 128 + 19.2])  # IoU 0.6, 0.45, 0.3
+    enc = AnchorEncoder(TILES, allow_low_quality_matches=False)
+    ct = enc(boxes, np.array([3, 4, 5]), 256, 256)["class_targets"].numpy()
+    assert ct[0] == 3  # 0.6 -> positive
+    assert ct[5] == -2  # 0.45 -> ignored
+    assert ct[10] == -1  # 0.3 -> background
+    assert np.all(np.delete(ct, [0, 5, 10]) == -1)
+
+
+def test_low_quality_matches():
+    boxes = _px([0, 0, 64, 38.4], [64, 64, 128, 64 + 28.8], [128, 128, 192, 128 + 19.2])
+    ct = AnchorEncoder(TILES)(boxes, np.array([3, 4, 5]), 256, 256)["class_targets"].numpy()
+    assert ct[0] == 3 and ct[5] == 4 and ct[10] == 5  # each GT keeps its best anchor, even at IoU 0.3
+    assert np.all(np.delete(ct, [0, 5, 10]) == -1)
+    # a box straddling two tiles equally: both anchors tie at IoU 1/3 and both become positive
+    ct = AnchorEncoder(TILES)(_px([0, 32, 64, 96]), np.array([7]), 256, 256)["class_targets"].numpy()
+    assert ct[0] == 7 and ct[1] == 7 and np.sum(ct >= 0) == 2
+
+
+def test_best_anchor_is_not_demoted_and_second_is_ignored():
+    # cols 0..121.6: tile (0,0) IoU 64/121.6 = 0.526 (positive), tile (0,1) IoU 57.6/128 = 0.45 (ignored)
+    ct = AnchorEncoder(TILES)(_px([0, 0, 64, 121.6]), np.array([1]), 256, 256)["class_targets"].numpy()
+    assert ct[0] == 1 and ct[1] == -2 and np.sum(ct >= 0) == 1
+
+
+def test_padding_zero_area_and_degenerate_boxes_are_ignored():
+    enc = AnchorEncoder(TILES)
+    real = _px([0, 0, 64, 38.4])
+    padded = np.concatenate([real, -np.ones((3, 4), "float32")])
+    bad = np.concatenate([real, _px([64, 64, 64, 128]), _px([200, 200, 150, 250])])  # zero-area, inverted
+    a = enc(real, np.array([2]), 256, 256)
+    b = enc(padded, np.array([2, -1, -1, -1]), 256, 256)
+    c = enc(bad, np.array([2, 6, 8]), 256, 256)
+    for out in (b, c):
+        for k in a:
+            np.testing.assert_array_equal(out[k].numpy(), a[k].numpy())
+    # a valid box whose class is the padding value is ignored too
+    d = enc(real, np.array([-1]), 256, 256)["class_targets"].numpy()
+    assert np.all(d == -1)
+
+
+@pytest.mark.parametrize("assigner", ["iou", "atss"])
+def test_no_boxes(assigner):
+    gen = AnchorGenerator() if assigner == "iou" else AnchorGenerator(anchor_size=8, num_scales=1, aspect_ratios=(1.0,))
+    enc = AnchorEncoder(gen, assigner=assigner)
+    for boxes, classes in [(np.zeros((0, 4), "float32"), np.zeros((0,), "int32")), (-np.ones((3, 4), "float32"), -np.ones((3,), "int32"))]:
+        out = enc(boxes, classes, 128, 96)
+        assert np.all(out["class_targets"].numpy() == -1)
+        assert np.all(out["box_targets"].numpy() == 0) and np.all(out["matched_boxes"].numpy() == 0)
+        assert out["class_targets"].dtype == tf.int32
+
+
+def _random_gt(rng, m, pad=2):
+    c = rng.uniform(0.1, 0.9, size=(m, 2))
+    hw = rng.uniform(0.05, 0.6, size=(m, 2))
+    boxes = np.clip(np.concatenate([c - hw / 2, c + hw / 2], axis=1), 0, 1)
+    boxes = np.concatenate([boxes, -np.ones((pad, 4))]).astype("float32")
+    classes = np.concatenate([rng.integers(0, 5, size=m), -np.ones(pad, int)]).astype("int32")
+    return boxes, classes
+
+
+def test_iou_assigner_matches_reference_and_round_trips():
+    rng = np.random.default_rng(3)
+    gen = AnchorGenerator()
+    h, w = 96, 160
+    anchors = gen(h, w).numpy()
+    enc = AnchorEncoder(gen)
+    boxes, classes = [], []
+    for _ in range(2):
+        b, c = _random_gt(rng, 4)
+        boxes.append(b)
+        classes.append(c)
+    out = enc(np.stack(boxes), np.stack(classes), h, w)  # batched
+    for i in range(2):
+        ct_ref, match_ref = ref_assign_iou(anchors.astype(np.float64), boxes[i].astype(np.float64), classes[i])
+        ct = out["class_targets"].numpy()[i]
+        np.testing.assert_array_equal(ct, ct_ref)
+        pos = np.where(ct >= 0)[0]
+        assert len(pos) > 0
+        mb = out["matched_boxes"].numpy()[i]
+        np.testing.assert_allclose(mb[pos], boxes[i][match_ref[pos]], atol=1e-6)
+        assert np.all(mb[ct < 0] == 0) and np.all(out["box_targets"].numpy()[i][ct < 0] == 0)
+        bt = out["box_targets"].numpy()[i]
+        ref_bt = np.stack([ref_encode(anchors[a].astype(np.float64), boxes[i][match_ref[a]].astype(np.float64)) for a in pos])
+        np.testing.assert_allclose(bt[pos], ref_bt, atol=1e-4)
+        # encode then decode recovers the ground truth
+        np.testing.assert_allclose(decode_deltas(anchors[pos], bt[pos]).numpy(), boxes[i][match_ref[pos]], atol=1e-4)
+
+
+def test_atss_hand_case():
+    # one level of non-overlapping 8-px anchors (stride 8) on a 64 x 64 image, top-k 9.
+    gen = AnchorGenerator(min_level=3, max_level=3, anchor_size=1, num_scales=1, aspect_ratios=(1.0,))
+    enc = AnchorEncoder(gen, assigner="atss")
+    # box [10, 10, 30, 30] px, centre (20, 20) = centre of cell (2, 2): the 9 nearest centres are the 3 x 3
+    # block of cells 1..3. Overlaps per axis: 6, 8, 6 px -> IoU 64/400 = 0.16 (centre cell),
+    # 48/416 = 0.1154 (4 edge cells), 36/428 = 0.0841 (4 corners). mean 0.1064, std (n-1) 0.0255,
+    # threshold 0.1319: only the centre cell is positive.
+    box = np.array([[10, 10, 30, 30]], "float32") / 64
+    ct = enc(box, np.array([1]), 64, 64)["class_targets"].numpy().reshape(8, 8)
+    expected = np.full((8, 8), -1)
+    expected[2, 2] = 1
+    np.testing.assert_array_equal(ct, expected)
+    # a second, larger box [0, 0, 40, 24] px with class 2: its candidates overlap the first box's
+    # cell (2, 2) (IoU 64/960 = 0.067 < 0.16), which keeps the higher-IoU assignment to box 1.
+    boxes = np.array([[10, 10, 30, 30], [0, 0, 40, 24]], "float32") / 64
+    ct2 = enc(boxes, np.array([1, 2]), 64, 64)["class_targets"].numpy().reshape(8, 8)
+    assert ct2[2, 2] == 1 and np.any(ct2 == 2)
+
+
+def test_atss_matches_reference():
+    rng = np.random.default_rng(5)
+    gen = AnchorGenerator(anchor_size=8, num_scales=1, aspect_ratios=(1.0,))
+    h, w = 192, 256
+    anchors = gen(h, w).numpy().astype(np.float64)
+    enc = AnchorEncoder(gen, assigner="atss")
+    # unclipped random boxes: centre-distance ties (where top-k order is arbitrary) have probability 0
+    c = rng.uniform(0.3, 0.7, size=(5, 2))
+    hw = rng.uniform(0.05, 0.55, size=(5, 2))
+    boxes = np.concatenate([np.concatenate([c - hw / 2, c + hw / 2], 1), -np.ones((2, 4))]).astype("float32")
+    classes = np.array([0, 1, 2, 3, 4, -1, -1], "int32")
+    out = enc(boxes, classes, h, w)
+    ct_ref, match_ref = ref_assign_atss(anchors, gen.level_sizes(h, w), boxes.astype(np.float64), classes, h, w)
+    ct = out["class_targets"].numpy()
+    np.testing.assert_array_equal(ct, ct_ref)
+    pos = ct >= 0
+    assert pos.sum() > 0 and not np.any(ct == -2)
+    np.testing.assert_allclose(out["matched_boxes"].numpy()[pos], boxes[match_ref[pos]], atol=1e-6)
+
+
+def test_inside_tf_data_map_and_tf_function():
+    gen = AnchorGenerator()
+    enc = AnchorEncoder(gen)
+    rng = np.random.default_rng(7)
+    b0, c0 = _random_gt(rng, 3)
+    eager = enc(b0, c0, 100, 120)
+
+    ds = tf.data.Dataset.from_tensors((b0, c0)).map(lambda b, c: enc(b, c, tf.constant(100), tf.constant(120)))
+    out = next(iter(ds))
+    for k in eager:
+        np.testing.assert_allclose(out[k].numpy(), eager[k].numpy(), atol=1e-6)
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None, 4], tf.float32),
+            tf.TensorSpec([None, None], tf.int32),
+            tf.TensorSpec([], tf.int32),
+            tf.TensorSpec([], tf.int32),
+        ]
+    )
+    def f(b, c, h, w):
+        return enc(b, c, h, w)
+
+    out = f(b0[None], c0[None], 100, 120)
+    for k in eager:
+        np.testing.assert_allclose(out[k].numpy()[0], eager[k].numpy(), atol=1e-6)
+    out = f(np.zeros((2, 0, 4), "float32"), np.zeros((2, 0), "int32"), 64, 64)
+    assert np.all(out["class_targets"].numpy() == -1)
+
+
+def test_get_config_round_trip():
+    enc = AnchorEncoder(AnchorGenerator(anchor_size=8, num_scales=1, aspect_ratios=(1.0,)), assigner="atss", atss_topk=5)
+    clone = AnchorEncoder.from_config(enc.get_config())
+    assert clone.get_config() == enc.get_config()
+    assert clone.anchor_generator.anchor_size == 8.0
+    import keras
+
+    clone2 = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(enc))
+    assert isinstance(clone2, AnchorEncoder) and clone2.assigner == "atss"
