@@ -135,3 +135,28 @@ class COCOEvalCallback(keras.callbacks.Callback):
         last = (self.params or {}).get("epochs")
         if (epoch + 1) % self.every_n_epochs == 0 or (last is not None and epoch + 1 == last):
             self._evaluate(epoch, logs)
+
+
+def load_detector(path):
+    """Loads a detector for evaluation / prediction from a `.keras` file (a `keras_focal.models.RetinaNet`, which
+    has `.detect`), a SavedModel directory (`saved_model.pb` inside; run through its `serving_default` signature),
+    or a TF Serving export root `saved_models/<name>/` (its highest integer version is used)."""
+    import os
+
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        if not path.endswith(".keras"):
+            raise ValueError(f"{path}: expected a .keras model file (weights-only checkpoints need the model's "
+                             "constructor arguments; save with model.save('x.keras') or export a SavedModel).")
+        import keras_focal.models  # noqa: F401 - registers the custom classes for deserialization
+
+        return keras.saving.load_model(path, compile=False)
+    if os.path.isdir(path):
+        if not os.path.exists(os.path.join(path, "saved_model.pb")):
+            versions = [d for d in os.listdir(path) if d.isdigit()
+                        and os.path.exists(os.path.join(path, d, "saved_model.pb"))]
+            if not versions:
+                raise ValueError(f"{path}: no saved_model.pb and no integer version directories with one.")
+            path = os.path.join(path, max(versions, key=int))
+        return tf.saved_model.load(path)
+    raise FileNotFoundError(path)
