@@ -102,7 +102,7 @@ def _targets(boxes, classes, max_boxes=4):
     b = np.full((len(boxes), max_boxes, 4), -1.0, "float32")
     c = np.full((len(boxes), max_boxes), -1, "int32")
     for i, (bx, cl) in enumerate(zip(boxes, classes)):
-        b[i, : len(bx)] = bx
+        b[i, : len(bx)] = np.asarray(bx, "float32").reshape(-1, 4)
         c[i, : len(cl)] = cl
     return {"boxes": b, "classes": c}
 

@@ -96,7 +96,8 @@ def build_backbone(backbone="resnet50", weights=None, freeze_stem=False, freeze_
     else:
         raise TypeError(f"backbone must be a name or a keras.Model, got {type(backbone).__name__}")
 
-    features = keras.Model(model.inputs, _feature_outputs(model), name=f"{model.name}_features")
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    features = keras.Model(inputs, _feature_outputs(model), name=f"{model.name}_features")
     for layer in model.layers:
         if freeze_batchnorm and isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False  # Keras 3: a non-trainable BatchNorm also runs in inference mode.
