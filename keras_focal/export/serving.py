@@ -56,6 +56,18 @@ def _check_encoded_image(encoded, index):
     return known_format
 
 
+def _tf_variable(variable):
+    """The tf.Variable behind a Keras 3 variable.
+
+    Tracking the Keras wrapper makes `tf.saved_model.save` write each variable twice: the handle the functions
+    read, and a copy (`KerasVariable._export_to_saved_model_graph`) that the checkpoint restores into. TF2's
+    `tf.saved_model.load` copes, but the TF1-style loader of TF Serving and `saved_model_cli run` then fails
+    with "Could not find variable ...". Tracking the tf.Variable itself writes one variable, restored in place.
+    """
+    value = getattr(variable, "value", variable)  # outside an autocast scope: the tf.Variable itself
+    return value if isinstance(value, tf.Variable) else variable
+
+
 class DetectionServingModule(tf.Module):
     """Holds a keras_focal detector's variables and exposes the three serving signatures.
 
@@ -72,7 +84,7 @@ class DetectionServingModule(tf.Module):
             raise ValueError(f"model.image_size must be (height, width) > 0, got {model.image_size}")
         # Track the variables only: the SavedModel then holds no Keras objects and loads with plain TensorFlow.
         # The model itself stays reachable through a closure, which tf.Module does not track.
-        self.model_variables = list(model.variables)
+        self.model_variables = [_tf_variable(v) for v in model.variables]
         detect = model.detect
 
         def _detect(resized):

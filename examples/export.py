@@ -1,0 +1,64 @@
+"""Export a trained keras_focal checkpoint (.keras) as a versioned SavedModel for TF Serving.
+
+    python examples/export.py --checkpoint runs/shapes_retinanet/model.keras \
+        --export-dir saved_models/shapes_retinanet
+
+writes `saved_models/shapes_retinanet/<next version>/` with the signatures serving_default (uint8 images, any size),
+serving_bytes (JPEG/PNG bytes) and tf_example, and TF Serving warmup requests. The version appears atomically,
+so a running TF Serving that polls the directory picks it up only once it is complete.
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default="runs/shapes_retinanet/model.keras",
+                   help="the .keras file written by examples/train.py in --model-dir (default: %(default)s)")
+    p.add_argument("--export-dir", default="saved_models/shapes_retinanet",
+                   help="the model's base path; the version goes to <export-dir>/<version>/ (default: %(default)s)")
+    p.add_argument("--version", type=int, default=None,
+                   help="integer version to write (default: the next one, 1 for the first); "
+                        "an existing version is never overwritten")
+    p.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), default=None,
+                   help="size the served graph resizes to (default: the model's image_size from training)")
+    p.add_argument("--score-threshold", type=float, default=None,
+                   help="minimum detection score kept by the served graph (default: the model's, 0.05; "
+                        "a deployment often uses 0.3-0.5)")
+    p.add_argument("--max-detections", type=int, default=None,
+                   help="detections per image, N in the outputs (default: the model's, 100)")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not os.path.exists(args.checkpoint):
+        raise SystemExit(f"checkpoint {args.checkpoint} not found; train first (python examples/train.py) "
+                         "or pass --checkpoint")
+
+    import keras
+
+    import keras_focal.export
+    import keras_focal.models  # noqa: F401  registers the custom objects the .keras file refers to
+
+    model = keras.saving.load_model(args.checkpoint, compile=False)
+    if args.image_size is not None:
+        model.image_size = tuple(args.image_size)
+    if args.score_threshold is not None:
+        model.score_threshold = model.decoder.score_threshold = float(args.score_threshold)
+    if args.max_detections is not None:
+        model.max_detections = model.decoder.max_detections = int(args.max_detections)
+    version_dir = keras_focal.export.export_saved_model(model, args.export_dir, version=args.version)
+    print(f"Exported {args.checkpoint} to {version_dir} (image size {model.image_size[0]}x{model.image_size[1]}, "
+          f"score threshold {model.decoder.score_threshold}, {model.decoder.max_detections} detections)")
+    print(f"Inspect it with: saved_model_cli show --all --dir {version_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
