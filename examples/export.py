@@ -1,4 +1,4 @@
-"""Export a trained keras_focal checkpoint (.keras) as a versioned SavedModel for TF Serving.
+r"""Export a trained keras_focal checkpoint (.keras) as a versioned SavedModel for TF Serving.
 
     python examples/export.py --checkpoint runs/shapes_retinanet/model.keras \
         --export-dir saved_models/shapes_retinanet
