@@ -74,15 +74,16 @@ def main(argv=None):
     chief = training.is_chief(strategy)
     print(f"Strategy: {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
 
-    info = data.dataset_info(args.dataset, data_dir=args.data_dir)
+    info = data.dataset_info(args.dataset)
+    train_examples = data.load(args.dataset, "train", data_dir=args.data_dir)
+    num_train = int(train_examples.cardinality())
     size = (args.image_size, args.image_size)
     with strategy.scope():
         model = keras_focal.models.RetinaNet(
             info.num_classes, backbone=args.backbone, head=args.head, fpn_width=args.fpn_width,
             head_convs=args.head_convs, image_size=size, backbone_weights=args.backbone_weights)
 
-        train_examples = info.num_examples["train"]
-        steps = args.steps_per_epoch or max(1, train_examples // args.batch_size)
+        steps = args.steps_per_epoch or max(1, num_train // args.batch_size)
         decay_epochs = args.decay_epochs if args.decay_epochs is not None else [round(args.epochs * 2 / 3), round(args.epochs * 8 / 9)]
         if args.optimizer == "sgd":
             rate = args.learning_rate or 0.01 * args.batch_size / 16  # Detectron: 0.01 at batch 16 (linear scaling)
@@ -95,7 +96,7 @@ def main(argv=None):
         model.compile(optimizer=optimizer, jit_compile=args.jit_compile)
 
     train_ds = data.make_dataset(
-        data.load(args.dataset, "train", data_dir=args.data_dir), image_size=size, batch_size=args.batch_size,
+        train_examples, image_size=size, batch_size=args.batch_size,
         encoder=model.anchor_encoder, augment=not args.no_augment, shuffle=True, repeat=True, seed=args.seed)
     eval_ds = data.load(args.dataset, args.eval_split, data_dir=args.data_dir)
 
@@ -108,16 +109,17 @@ def main(argv=None):
     if chief:
         callbacks.append(keras.callbacks.ModelCheckpoint(os.path.join(args.model_dir, "model.keras")))
     if args.eval_every:
-        callbacks.append(evaluation.COCOEvaluationCallback(eval_ds, image_size=size, every_n_epochs=args.eval_every,
-                                                           class_names=info.class_names))
+        callbacks.insert(0, evaluation.COCOEvalCallback(eval_ds, every_n_epochs=args.eval_every, image_size=size,
+                                                     class_names=info.class_names, category_ids=info.category_ids))
 
     start = time.time()
     model.fit(train_ds, epochs=args.epochs, steps_per_epoch=steps, callbacks=callbacks)
     print(f"Training took {time.time() - start:.0f} s")
 
-    metrics = evaluation.evaluate_model(model, eval_ds, image_size=size, class_names=info.class_names)
+    metrics = evaluation.evaluate_model(model, eval_ds, image_size=size, class_names=info.class_names,
+                                         category_ids=info.category_ids)
     print(f"COCO evaluation on {args.dataset} {args.eval_split}:")
-    print(evaluation.format_table(metrics))
+    print(evaluation.format_coco_table(metrics))
     if chief and args.export_dir:
         version_dir = keras_focal.export.export_saved_model(model, args.export_dir)
         print(f"Exported SavedModel to {version_dir}")
