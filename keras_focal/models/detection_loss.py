@@ -106,7 +106,7 @@ def gfl_loss(targets, outputs, anchors, strides, image_height, image_width, reg_
 
     # Predicted boxes: expected distance per side (the Integral of Sec. 3.3), decoded around the anchor centres.
     expected = ops.sum(ops.softmax(distribution, axis=-1) * ops.arange(bins, dtype="float32"), axis=-1)
-    predicted = box_coding.decode_distances(expected, anchors, strides, image_height, image_width)
+    predicted = box_coding.decode_distances(anchors, expected, strides, image_height, image_width)
     # Non-positive anchors get a harmless dummy box so no NaN can leak through a zero weight.
     dummy = ops.convert_to_tensor([0.0, 0.0, 1.0, 1.0])
     matched = ops.where(positive_mask[..., None], ops.cast(targets["matched_boxes"], "float32"), dummy)
@@ -120,7 +120,7 @@ def gfl_loss(targets, outputs, anchors, strides, image_height, image_width, reg_
     weight = ops.stop_gradient(ops.max(ops.sigmoid(logits), axis=-1)) * positive
     weight_sum = ops.maximum(global_sum(ops.sum(weight)), 1.0)
     giou = ops.sum(giou_loss(matched, predicted) * weight) / weight_sum
-    distance_targets = box_coding.encode_distances(matched, anchors, strides, image_height, image_width)
+    distance_targets = box_coding.encode_distances(anchors, matched, strides, image_height, image_width)
     distance_targets = ops.clip(distance_targets, 0.0, reg_max - 0.1)  # mmdetection bbox2distance eps = 0.1
     dfl = distribution_focal_loss(distance_targets, distribution, from_logits=True)  # [B, A, 4]
     dfl = ops.sum(ops.mean(dfl, axis=-1) * weight) / weight_sum
