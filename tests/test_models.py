@@ -7,26 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_focal.layers import AnchorGenerator
 from keras_focal.models import RetinaNet
 from keras_focal.models.backbones import build_backbone
 
-
-def tiny_backbone():
-    """A 5-conv stand-in for ResNet exposing C3-C5 (strides 8, 16, 32): fast enough for CPU tests."""
-    images = keras.Input((None, None, 3))
-    x = images
-    for filters in (16, 24, 32):
-        x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu")(x)
-    c3 = x
-    c4 = keras.layers.Conv2D(48, 3, strides=2, padding="same", activation="relu")(c3)
-    c5 = keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu")(c4)
-    return keras.Model(images, [c3, c4, c5], name="tiny")
-
-
-def tiny_model(head="retina", num_classes=3, **kwargs):
-    return RetinaNet(num_classes, backbone=tiny_backbone(), head=head, fpn_width=32, head_convs=2,
-                     image_size=(128, 128), **kwargs)
+from _tiny import padded_targets, tiny_backbone, tiny_model
 
 
 @pytest.mark.parametrize("head", ["retina", "gfl"])
@@ -98,21 +82,12 @@ def test_freeze_options_freeze_stem_and_batchnorm():
     assert layers["stack1_block0_1_conv"].trainable
 
 
-def _targets(boxes, classes, max_boxes=4):
-    b = np.full((len(boxes), max_boxes, 4), -1.0, "float32")
-    c = np.full((len(boxes), max_boxes), -1, "int32")
-    for i, (bx, cl) in enumerate(zip(boxes, classes)):
-        b[i, : len(bx)] = np.asarray(bx, "float32").reshape(-1, 4)
-        c[i, : len(cl)] = cl
-    return {"boxes": b, "classes": c}
-
-
 @pytest.mark.parametrize("head", ["retina", "gfl"])
 def test_loss_is_finite_without_objects_and_still_trains_negatives(head):
     model = tiny_model(head)
     model.compile(optimizer="sgd")
     images = np.random.default_rng(2).uniform(0, 255, (2, 128, 128, 3)).astype("float32")
-    empty = _targets([[], []], [[], []])
+    empty = padded_targets([[], []], [[], []])
     loss = model.compute_loss(images, empty, model(images))
     assert np.isfinite(float(loss)) and float(loss) > 0
     assert float(model.box_loss_tracker.result()) == 0.0
@@ -126,7 +101,7 @@ def test_pipeline_encoded_and_in_graph_encoded_targets_give_the_same_loss():
     model = tiny_model()
     model.compile(optimizer="sgd")
     images = np.random.default_rng(3).uniform(0, 255, (2, 128, 128, 3)).astype("float32")
-    targets = _targets([[[0.1, 0.1, 0.5, 0.4]], [[0.2, 0.3, 0.9, 0.9], [0.0, 0.0, 0.3, 0.3]]], [[0], [1, 2]])
+    targets = padded_targets([[[0.1, 0.1, 0.5, 0.4]], [[0.2, 0.3, 0.9, 0.9], [0.0, 0.0, 0.3, 0.3]]], [[0], [1, 2]])
     outputs = model(images)
     in_graph = model.compute_loss(images, targets, outputs)
     encoded = model.anchor_encoder(targets["boxes"], targets["classes"], 128, 128)
@@ -138,7 +113,7 @@ def test_keras_focal_loss_gives_the_default_loss():
     """classification_loss= accepts Keras losses: keras' class-balanced focal loss is the paper's focal loss."""
     model = tiny_model()
     images = np.random.default_rng(4).uniform(0, 255, (2, 128, 128, 3)).astype("float32")
-    targets = _targets([[[0.1, 0.1, 0.5, 0.4]], [[0.2, 0.3, 0.9, 0.9]]], [[0], [2]])
+    targets = padded_targets([[[0.1, 0.1, 0.5, 0.4]], [[0.2, 0.3, 0.9, 0.9]]], [[0], [2]])
     outputs = model(images)
     model.compile(optimizer="sgd")
     default = float(model.compute_loss(images, targets, outputs))
