@@ -28,3 +28,23 @@ __all__ = [
     "pairwise_iou",
     "valid_boxes_mask",
 ]
+
+from keras_focal.layers.diagnostics import (  # noqa: E402
+    MatchedGroundTruthFraction,
+    MatchingStatisticsCallback,
+    PositiveAnchorsPerImage,
+    anchor_coverage,
+    best_anchor_iou,
+    format_matching_statistics,
+    matching_statistics,
+)
+
+__all__ += [
+    "MatchedGroundTruthFraction",
+    "MatchingStatisticsCallback",
+    "PositiveAnchorsPerImage",
+    "anchor_coverage",
+    "best_anchor_iou",
+    "format_matching_statistics",
+    "matching_statistics",
+]
