@@ -91,10 +91,12 @@ def distribution_focal_loss(y_true, y_pred, from_logits=False):
     left = ops.minimum(ops.floor(y), float(n - 1))
     w_left = (left + 1.0) - y
     w_right = y - left
-    left_idx = ops.expand_dims(ops.cast(left, "int32"), -1)
-    log_left = ops.squeeze(ops.take_along_axis(log_s, left_idx, axis=-1), -1)
-    log_right = ops.squeeze(ops.take_along_axis(log_s, left_idx + 1, axis=-1), -1)
-    return -(w_left * log_left + w_right * log_right)
+    # The two-bin target distribution t (weights w_left at y_l, w_right at y_r): loss = -sum_k t_k log S_k.
+    left_int = ops.cast(left, "int32")
+    target = ops.expand_dims(w_left, -1) * ops.one_hot(left_int, num_bins, dtype=log_s.dtype) + ops.expand_dims(
+        w_right, -1
+    ) * ops.one_hot(left_int + 1, num_bins, dtype=log_s.dtype)
+    return -ops.sum(target * log_s, axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="keras_focal")
