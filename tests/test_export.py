@@ -253,3 +253,76 @@ def test_serve_client_dry_run_prints_request(tmp_path):
     body = json.loads(proc.stdout.split("\n", 1)[1])
     assert body["signature_name"] == "serving_bytes"
     assert "b64" in body["instances"][0]["image_bytes"]
+
+
+def _fake_tf_serving_rest(loaded):
+    """An HTTP server that answers :predict the way TF Serving does for the row format (enough for the client)."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            signature = loaded.signatures[body["signature_name"]]
+            (name,) = signature.structured_input_signature[1]
+            values = [i[name] for i in body["instances"]]
+            values = [base64.b64decode(v["b64"]) if isinstance(v, dict) else v for v in values]
+            out = signature(**{name: tf.constant(values, dtype=signature.structured_input_signature[1][name].dtype)})
+            batch = len(values)
+            predictions = [{k: v.numpy()[i].tolist() for k, v in out.items()} for i in range(batch)]
+            payload = json.dumps({"predictions": predictions}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_serve_client_rest_and_grpc_round_trip(loaded, tmp_path, capsys):
+    """The client against in-process stand-ins of TF Serving's REST and gRPC front-ends."""
+    from concurrent import futures
+
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    client = _load_serve_client()
+    paths = []
+    for i, (h, w) in enumerate([(30, 40), (50, 20)]):
+        path = tmp_path / f"img{i}.png"
+        path.write_bytes(tf.io.encode_png(_images(1, h, w, seed=10 + i)[0]).numpy())
+        paths.append(str(path))
+
+    rest = _fake_tf_serving_rest(loaded)
+    try:
+        assert client.main(["--rest-port", str(rest.server_address[1]), "--min-score", "0", *paths]) == 0
+    finally:
+        rest.shutdown()
+    rest_out = capsys.readouterr().out
+    assert rest_out.count("100 detections") == 2, rest_out
+
+    class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):  # noqa: N802
+            signature = loaded.signatures[request.model_spec.signature_name]
+            feed = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
+            response = predict_pb2.PredictResponse()
+            for k, v in signature(**feed).items():
+                response.outputs[k].CopyFrom(tf.make_tensor_proto(v.numpy()))
+            return response
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Servicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        assert client.main(["--protocol", "grpc", "--grpc-port", str(port), "--min-score", "0", *paths]) == 0
+    finally:
+        server.stop(None)
+    grpc_out = capsys.readouterr().out
+    assert grpc_out == rest_out  # same detections, same printout, whichever protocol
