@@ -263,7 +263,7 @@ def test_from_counts():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The tests can fail: a deliberately wrong reference (paper's p_t with a sign slip) is caught.
+# The tests can fail: deliberately wrong references (a 10 ppm error, alpha on the wrong class) are caught.
 
 
 def test_a_wrong_reference_is_caught():
