@@ -9,7 +9,7 @@ Design (config ``default``):
 - 5 classes told apart by *shape* only: circle, square, triangle, star, cross. Colours are random (any class can
   have any colour); each object is filled solid or with stripes (horizontal, vertical or diagonal) in a second
   colour; objects may be stretched by up to 1.3 along one axis.
-- Object sizes log-uniform from 10 px to 64 px (half the image) on the longer side; 0 to 10 objects per image
+- Object sizes log-uniform from 16 px to 64 px (half the image) on the longer side; 0 to 10 objects per image
   (uniform); objects may overlap (IoU <= 0.35 with every other object, and no object hidden more than ~45%).
 - Background: a random two-colour gradient, Gaussian pixel noise and clutter (thin lines and small specks below
   object size) that are not objects.
@@ -46,7 +46,7 @@ class ShapesConfig(tfds.core.BuilderConfig):
     num_test: int = 200
     image_size: int = IMAGE_SIZE
     max_objects: int = 10
-    min_object_size: int = 10
+    min_object_size: int = 16
     max_object_size: int = 64
 
 
@@ -200,8 +200,12 @@ def generate_example(split: str, index: int, config: ShapesConfig | None = None)
 class KerasFocalShapes(tfds.core.GeneratorBasedBuilder):
     """Procedural shapes detection dataset (circle, square, triangle, star, cross); fully offline."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release.",
+        "1.1.0": "Smallest objects 16 px (was 10): every object overlaps a P3 anchor (32 px) with IoU > 0.25, so a "
+                 "compact detector learns it in the 15-minute CPU budget.",
+    }
     BUILDER_CONFIGS = [
         ShapesConfig(name="default", description="2000 / 200 / 200 images, 128 x 128."),
         ShapesConfig(name="small", description="64 / 16 / 16 images, 128 x 128 (tests, smoke runs).",
