@@ -75,7 +75,15 @@ def _feature_outputs(model):
     )
 
 
-def build_backbone(backbone="resnet50", weights=None, freeze_stem=False, freeze_batchnorm=False):
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):  # nested models
+            yield from _all_layers(layer)
+
+
+def build_backbone(backbone="resnet50", weights=None, freeze_stem=False, freeze_batchnorm=False,
+                   sync_batchnorm=False):
     """Returns a Keras model mapping normalized images [B, H, W, 3] to [C3, C4, C5].
 
     Args:
@@ -86,7 +94,13 @@ def build_backbone(backbone="resnet50", weights=None, freeze_stem=False, freeze_
         freeze_stem: freeze the 7x7 stem (Detectron / mmdetection `frozen_stages=1`).
         freeze_batchnorm: run every BatchNorm in inference mode with fixed statistics and affine parameters
             (mmdetection `norm_eval=True`); sensible with pretrained weights and small per-device batches.
+        sync_batchnorm: compute the training-mode BatchNorm statistics over the global batch, across all replicas
+            and workers (`keras.layers.BatchNormalization(synchronized=True)`, TensorFlow backend); one small
+            all-reduce per BatchNorm layer and step; a no-op on one device. Excludes freeze_batchnorm.
     """
+    if freeze_batchnorm and sync_batchnorm:
+        raise ValueError("freeze_batchnorm and sync_batchnorm exclude each other: a frozen BatchNorm uses no batch "
+                         "statistics to synchronize")
     if isinstance(backbone, str):
         if backbone not in RESNET_CONFIGS:
             raise ValueError(f"Unknown backbone {backbone!r}; choose one of {sorted(RESNET_CONFIGS)} or pass a Keras model")
@@ -103,4 +117,10 @@ def build_backbone(backbone="resnet50", weights=None, freeze_stem=False, freeze_
             layer.trainable = False  # Keras 3: a non-trainable BatchNorm also runs in inference mode.
         if freeze_stem and layer.name.startswith(STEM_LAYER_PREFIXES):
             layer.trainable = False
+    if sync_batchnorm:
+        for layer in _all_layers(model):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                # Read at call time by Keras' BatchNormalization (ops.moments(..., synchronized=True)) and saved
+                # in the layer's own config.
+                layer.synchronized = True
     return features

@@ -65,7 +65,12 @@ class RetinaNet(keras.Model):
         image_size: (height, width) the model is trained and served at; the SavedModel export resizes to it.
         backbone_weights: None (random init), "imagenet" (keras-hub preset, needs a network) or a local file.
         freeze_stem, freeze_batchnorm: freeze the backbone's stem / run its BatchNorms in inference mode
-            (Detectron, mmdetection). `freeze_batchnorm=None` freezes them exactly when pretrained weights are loaded.
+            (Detectron, mmdetection). `freeze_batchnorm=None` freezes them exactly when pretrained weights are loaded
+            (and `sync_batchnorm` is not True).
+        sync_batchnorm: training-mode BatchNorms of the backbone compute their statistics over the global batch,
+            across replicas and workers (`BatchNormalization(synchronized=True)`). `None` (default) synchronizes
+            exactly when the BatchNorms are not frozen and the model is built under a strategy with more than one
+            replica, so the result does not depend on how the global batch is split; see docs/scale_out.md.
         score_threshold, iou_threshold, pre_nms_topk, max_detections: decoding (0.05, 0.5 or 0.6 for GFL, 1000, 100).
         focal_alpha, focal_gamma: focal loss of the RetinaNet head (0.25, 2.0; Sec. 3.2 and Table 1b).
         reg_max: GFL distribution bins minus one (16 -> 17 bins).
@@ -74,18 +79,23 @@ class RetinaNet(keras.Model):
     def __init__(self, num_classes, backbone="resnet50", head="retina", fpn_width=256, head_convs=4,
                  image_size=(512, 512), backbone_weights=None, freeze_stem=False, freeze_batchnorm=None,
                  score_threshold=0.05, iou_threshold=None, pre_nms_topk=1000, max_detections=100,
-                 focal_alpha=0.25, focal_gamma=2.0, reg_max=16, **kwargs):
+                 focal_alpha=0.25, focal_gamma=2.0, reg_max=16, sync_batchnorm=None,
+                 **kwargs):
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if freeze_batchnorm is None:
-            freeze_batchnorm = backbone_weights is not None
+            freeze_batchnorm = backbone_weights is not None and not sync_batchnorm
+        if sync_batchnorm is None:
+            import tensorflow as tf
+
+            sync_batchnorm = not freeze_batchnorm and tf.distribute.get_strategy().num_replicas_in_sync > 1
         if isinstance(backbone, dict):  # from get_config
             backbone = keras.saving.deserialize_keras_object(backbone)
 
         images = keras.Input(shape=(None, None, 3), name="images")
-        features = build_backbone(backbone, backbone_weights, freeze_stem, freeze_batchnorm)
+        features = build_backbone(backbone, backbone_weights, freeze_stem, freeze_batchnorm, sync_batchnorm)
         c3, c4, c5 = features(ImageNormalization(name="normalization")(images))
         pyramid = feature_pyramid(c3, c4, c5, fpn_width, extra_levels_from="c5" if head == "retina" else "p5")
         anchor_generator = default_anchor_generator(head)
@@ -105,6 +115,7 @@ class RetinaNet(keras.Model):
         self.backbone_weights = backbone_weights
         self.freeze_stem = freeze_stem
         self.freeze_batchnorm = freeze_batchnorm
+        self.sync_batchnorm = bool(sync_batchnorm)
         self.score_threshold = score_threshold
         self.iou_threshold = iou_threshold
         self.pre_nms_topk = pre_nms_topk
@@ -205,6 +216,7 @@ class RetinaNet(keras.Model):
             "backbone_weights": None,
             "freeze_stem": self.freeze_stem,
             "freeze_batchnorm": self.freeze_batchnorm,
+            "sync_batchnorm": self.sync_batchnorm,
             "score_threshold": self.score_threshold,
             "iou_threshold": self.iou_threshold,
             "pre_nms_topk": self.pre_nms_topk,
