@@ -1,5 +1,3 @@
-import math
-
 import numpy as np
 
 from keras_focal.layers import (
