@@ -7,6 +7,9 @@ With no arguments it trains the compact RetinaNet configuration on the built-in 
 
 Kill it at any time and run the same command again: it resumes from the last finished epoch
 (keras.callbacks.BackupAndRestore in --model-dir).
+
+With TF_CONFIG naming several workers it trains with MultiWorkerMirroredStrategy through
+keras_focal.training.distributed_fit (see docs/scale_out.md); run the same command on every worker.
 """
 
 import argparse
@@ -63,6 +66,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     import keras
+    import tensorflow as tf
 
     import keras_focal
     from keras_focal import data, evaluation, training
@@ -113,7 +117,23 @@ def main(argv=None):
                                                      class_names=info.class_names, category_ids=info.category_ids))
 
     start = time.time()
-    model.fit(train_ds, epochs=args.epochs, steps_per_epoch=steps, callbacks=callbacks)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # Keras 3's fit fails under MultiWorkerMirroredStrategy (docs/scale_out.md); the package's loop does the same
+        # job, with BackupAndRestore's role played by its own checkpoint (the chief writes, every worker restores).
+        # Each worker reads its own shard of the examples: the shuffled, parallel-augmented pipeline is not in the
+        # same order on every worker, so AutoShardPolicy.DATA on the global batches could repeat or skip examples.
+        def worker_dataset(context):
+            return data.make_dataset(
+                train_examples.shard(context.num_input_pipelines, context.input_pipeline_id), image_size=size,
+                batch_size=context.get_per_replica_batch_size(args.batch_size), encoder=model.anchor_encoder,
+                augment=not args.no_augment, shuffle=True, repeat=True, seed=args.seed)
+
+        loop_callbacks = [c for c in callbacks if not isinstance(c, keras.callbacks.BackupAndRestore)
+                          and (chief or not isinstance(c, keras.callbacks.TensorBoard))]
+        training.distributed_fit(model, worker_dataset, epochs=args.epochs, steps_per_epoch=steps, strategy=strategy,
+                                 model_dir=os.path.join(args.model_dir, "train_state"), callbacks=loop_callbacks)
+    else:
+        model.fit(train_ds, epochs=args.epochs, steps_per_epoch=steps, callbacks=callbacks)
     print(f"Training took {time.time() - start:.0f} s")
 
     metrics = evaluation.evaluate_model(model, eval_ds, image_size=size, class_names=info.class_names,

@@ -98,6 +98,7 @@ class DistributedTrainer:
                 model.optimizer.build(model.trainable_variables)
             self.loss_tracker = keras.metrics.Mean(name="loss")
         self._train_function = None
+        self.last_write_dir = None  # where this worker wrote its last checkpoint (the model_dir on the chief)
 
     # ------------------------------------------------------------------------------------------ one step
     def _replica_step(self, data):
@@ -187,6 +188,7 @@ class DistributedTrainer:
             if is_chief(self.strategy):
                 os.makedirs(model_dir, exist_ok=True)
             checkpoint, manager, epoch_var, write_dir, chief = self._checkpoint(model_dir)
+            self.last_write_dir = write_dir
             latest = tf.train.latest_checkpoint(model_dir)  # every worker restores the chief's state
             if latest:
                 checkpoint.restore(latest).assert_existing_objects_matched()
