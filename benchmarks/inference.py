@@ -26,16 +26,8 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# depth -> (blocks per stage, block type) of the torchvision-style ResNets both libraries build.
-RESNETS = {
-    "resnet18": ([2, 2, 2, 2], "basic_block"),
-    "resnet34": ([3, 4, 6, 3], "basic_block"),
-    "resnet50": ([3, 4, 6, 3], "bottleneck_block"),
-    "resnet101": ([3, 4, 23, 3], "bottleneck_block"),
-    "resnet152": ([3, 8, 36, 3], "bottleneck_block"),
-}
+from _peers import IMAGENET_MEAN, IMAGENET_STD, RESNETS, build_keras_hub_detector  # noqa: E402,F401
+
 
 
 def parse_args(argv=None):
@@ -55,31 +47,6 @@ def parse_args(argv=None):
     p.add_argument("--skip", nargs="*", default=[], choices=["savedmodel", "keras_focal.predict", "keras_hub.predict"],
                    help="runners to leave out")
     return p.parse_args(argv)
-
-
-def build_keras_hub_detector(args):
-    import keras_hub
-
-    blocks, block_type = RESNETS[args.backbone]
-    encoder = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[64], input_conv_kernel_sizes=[7], stackwise_num_filters=[64, 128, 256, 512],
-        stackwise_num_blocks=blocks, stackwise_num_strides=[1, 2, 2, 2], block_type=block_type,
-        use_pre_activation=False, image_shape=(None, None, 3))
-    # P3-P7 with P6 from C5 (use_p5=False), as keras_focal's RetinaNet head.
-    backbone = keras_hub.models.RetinaNetBackbone(image_encoder=encoder, min_level=3, max_level=7, use_p5=False,
-                                                  image_shape=(None, None, 3))
-    converter = keras_hub.layers.RetinaNetImageConverter(
-        image_size=(args.image_size, args.image_size),
-        scale=[1.0 / (255.0 * s) for s in IMAGENET_STD],
-        offset=[-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)])
-    decoder = keras_hub.layers.NonMaxSuppression(bounding_box_format="yxyx", from_logits=True,
-                                                 iou_threshold=0.5, confidence_threshold=args.score_threshold,
-                                                 max_detections=100)
-    preprocessor = keras_hub.models.RetinaNetObjectDetectorPreprocessor(image_converter=converter)
-    detector = keras_hub.models.RetinaNetObjectDetector(
-        backbone=backbone, num_classes=args.num_classes, bounding_box_format="yxyx",
-        pre_logits_num_conv_layers=args.head_convs, preprocessor=preprocessor, prediction_decoder=decoder)
-    return detector
 
 
 def time_calls(fn, iters, warmup):
