@@ -9,7 +9,7 @@ Kill it at any time and run the same command again: it resumes from the last fin
 (keras.callbacks.BackupAndRestore in --model-dir).
 
 With TF_CONFIG naming several workers it trains with MultiWorkerMirroredStrategy through
-keras_focal.training.distributed_fit (see docs/scale_out.md); run the same command on every worker.
+keras_focal.training.distributed_fit (see README.md, "Scale out"); run the same command on every worker.
 """
 
 import argparse
@@ -49,6 +49,8 @@ def parse_args(argv=None):
     optim.add_argument("--warmup-steps", type=int, default=100, help="linear warmup steps")
     optim.add_argument("--decay-epochs", type=int, nargs="*", default=None,
                        help="epochs after which the rate drops 10x (default: at 2/3 and 8/9 of training, as the 1x schedule)")
+    optim.add_argument("--clipnorm", type=float, default=10.0,
+                       help="clip the global gradient norm (0: off); keeps from-scratch training stable")
     optim.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPU) compute")
     optim.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
     optim.add_argument("--seed", type=int, default=0, help="random seed")
@@ -89,14 +91,15 @@ def main(argv=None):
 
         steps = args.steps_per_epoch or max(1, num_train // args.batch_size)
         decay_epochs = args.decay_epochs if args.decay_epochs is not None else [round(args.epochs * 2 / 3), round(args.epochs * 8 / 9)]
+        clip = args.clipnorm or None
         if args.optimizer == "sgd":
             rate = args.learning_rate or 0.01 * args.batch_size / 16  # Detectron: 0.01 at batch 16 (linear scaling)
             schedule = training.WarmupStepDecay(rate, args.warmup_steps, [e * steps for e in decay_epochs if 0 < e < args.epochs])
-            optimizer = keras.optimizers.SGD(schedule, momentum=0.9, weight_decay=args.weight_decay, clipnorm=None)
+            optimizer = keras.optimizers.SGD(schedule, momentum=0.9, weight_decay=args.weight_decay, global_clipnorm=clip)
         else:
             rate = args.learning_rate or 1e-3
             schedule = training.WarmupStepDecay(rate, args.warmup_steps, [e * steps for e in decay_epochs if 0 < e < args.epochs])
-            optimizer = keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay)
+            optimizer = keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay, global_clipnorm=clip)
         model.compile(optimizer=optimizer, jit_compile=args.jit_compile)
 
     train_ds = data.make_dataset(
@@ -118,7 +121,7 @@ def main(argv=None):
 
     start = time.time()
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        # Keras 3's fit fails under MultiWorkerMirroredStrategy (docs/scale_out.md); the package's loop does the same
+        # Keras 3's fit fails under MultiWorkerMirroredStrategy (README.md, "Scale out"); the package's loop does the same
         # job, with BackupAndRestore's role played by its own checkpoint (the chief writes, every worker restores).
         # Each worker reads its own shard of the examples: the shuffled, parallel-augmented pipeline is not in the
         # same order on every worker, so AutoShardPolicy.DATA on the global batches could repeat or skip examples.
