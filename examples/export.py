@@ -1,9 +1,9 @@
 r"""Export a trained keras_focal checkpoint (.keras) as a versioned SavedModel for TF Serving.
 
-    python examples/export.py --checkpoint runs/shapes_retinanet/model.keras \
-        --export-dir saved_models/shapes_retinanet
+    python examples/export.py --checkpoint runs/shapes_gfl/model.keras \
+        --export-dir saved_models/shapes_gfl
 
-writes `saved_models/shapes_retinanet/<next version>/` with the signatures serving_default (uint8 images, any size),
+writes `saved_models/shapes_gfl/<next version>/` with the signatures serving_default (uint8 images, any size),
 serving_bytes (JPEG/PNG bytes) and tf_example, and TF Serving warmup requests. The version appears atomically,
 so a running TF Serving that polls the directory picks it up only once it is complete.
 """
@@ -18,9 +18,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", default="runs/shapes_retinanet/model.keras",
+    p.add_argument("--checkpoint", default="runs/shapes_gfl/model.keras",
                    help="the .keras file written by examples/train.py in --model-dir (default: %(default)s)")
-    p.add_argument("--export-dir", default="saved_models/shapes_retinanet",
+    p.add_argument("--export-dir", default="saved_models/shapes_gfl",
                    help="the model's base path; the version goes to <export-dir>/<version>/ (default: %(default)s)")
     p.add_argument("--version", type=int, default=None,
                    help="integer version to write (default: the next one, 1 for the first); "

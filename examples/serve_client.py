@@ -1,7 +1,7 @@
 """Query a keras_focal detector served by TF Serving, over REST (JSON) or gRPC (tensorflow-serving-api).
 
     # REST, encoded image bytes (the default, signature serving_bytes):
-    python examples/serve_client.py --model-name shapes_retinanet image1.jpg image2.png
+    python examples/serve_client.py --model-name shapes_gfl image1.jpg image2.png
     # gRPC:
     python examples/serve_client.py --protocol grpc image1.jpg
     # See the request without a server:
@@ -34,7 +34,7 @@ def parse_args(argv=None):
     p.add_argument("--host", default="localhost", help="TF Serving host (default: %(default)s)")
     p.add_argument("--rest-port", type=int, default=8501, help="TF Serving REST port (default: %(default)s)")
     p.add_argument("--grpc-port", type=int, default=8500, help="TF Serving gRPC port (default: %(default)s)")
-    p.add_argument("--model-name", default="shapes_retinanet",
+    p.add_argument("--model-name", default="shapes_gfl",
                    help="model name as in models.config / MODEL_NAME (default: %(default)s)")
     p.add_argument("--model-version", type=int, default=None,
                    help="version to query (default: the one TF Serving serves, normally the latest)")

@@ -71,7 +71,7 @@ def export_saved_model(model, export_dir, version=None):
 
     Args:
         model: a `keras_focal.models.RetinaNet` (anything with `detect(images)` and `image_size` works).
-        export_dir: the model's base path, e.g. `saved_models/shapes_retinanet` (TF Serving's `base_path`).
+        export_dir: the model's base path, e.g. `saved_models/shapes_gfl` (TF Serving's `base_path`).
         version: integer version; None (default) takes the next one (1 for the first export).
 
     Signatures (see `keras_focal.export.serving`): `serving_default` (uint8 `images` [B, H, W, 3], any size),
