@@ -305,7 +305,10 @@ def test_serve_client_rest_and_grpc_round_trip(loaded, tmp_path, capsys):
     finally:
         rest.shutdown()
     rest_out = capsys.readouterr().out
-    assert rest_out.count("100 detections") == 2, rest_out
+    served = loaded.signatures["serving_bytes"](
+        image_bytes=tf.constant([open(path, "rb").read() for path in paths]))["num_detections"].numpy()
+    for path, n in zip(paths, served):
+        assert f"{path}: {n} detections, {n} with score >= 0.0" in rest_out, rest_out
 
     class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         def Predict(self, request, context):  # noqa: N802
@@ -325,4 +328,6 @@ def test_serve_client_rest_and_grpc_round_trip(loaded, tmp_path, capsys):
     finally:
         server.stop(None)
     grpc_out = capsys.readouterr().out
-    assert grpc_out == rest_out  # same detections, same printout, whichever protocol
+    # Same detections, same printout, whichever protocol. An untrained model gives many equal scores, and the
+    # order of equal scores after top-k / NMS is unspecified, so the lines are compared as a multiset.
+    assert sorted(grpc_out.splitlines()) == sorted(rest_out.splitlines())

@@ -246,11 +246,3 @@ class AnchorEncoder(keras.layers.Layer):
             }
         )
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        gen = config.pop("anchor_generator", None)
-        if isinstance(gen, dict):
-            gen = keras.saving.deserialize_keras_object(gen)
-        return cls(anchor_generator=gen, **config)

@@ -230,12 +230,3 @@ class DetectionDecoder(keras.layers.Layer):
             }
         )
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        gen = config.pop("anchor_generator", None)
-        if isinstance(gen, dict):
-            gen = keras.saving.deserialize_keras_object(gen)
-        config.pop("dtype", None)
-        return cls(anchor_generator=gen, **config)
