@@ -4,6 +4,16 @@ import keras
 from keras import ops
 
 
+def expected_distances(distribution_logits, reg_max=16):
+    """``[..., 4 * (reg_max + 1)]`` logits -> ``[..., 4]`` float32 expected distances ``sum_i i * softmax_i``."""
+    x = ops.cast(distribution_logits, "float32")
+    n = reg_max + 1
+    if x.shape[-1] is not None and x.shape[-1] != 4 * n:
+        raise ValueError(f"Integral(reg_max={reg_max}) expects a last axis of {4 * n}, got {x.shape[-1]}")
+    x = ops.reshape(x, tuple(ops.shape(x)[:-1]) + (4, n))
+    return ops.sum(ops.softmax(x, axis=-1) * ops.arange(n, dtype="float32"), axis=-1)
+
+
 @keras.saving.register_keras_serializable(package="keras_focal")
 class Integral(keras.layers.Layer):
     """Expected value of a discrete distribution over ``0..reg_max`` for each of the 4 box sides.
@@ -19,15 +29,7 @@ class Integral(keras.layers.Layer):
         self.reg_max = int(reg_max)
 
     def call(self, inputs):
-        x = ops.cast(inputs, "float32")
-        n = self.reg_max + 1
-        if x.shape[-1] is not None and x.shape[-1] != 4 * n:
-            raise ValueError(f"Integral(reg_max={self.reg_max}) expects a last axis of {4 * n}, got {x.shape[-1]}")
-        lead = ops.shape(x)[:-1]
-        x = ops.reshape(x, tuple(lead) + (4, n))
-        p = ops.softmax(x, axis=-1)
-        bins = ops.arange(n, dtype="float32")
-        return ops.sum(p * bins, axis=-1)
+        return expected_distances(inputs, self.reg_max)
 
     def compute_output_spec(self, inputs):
         return keras.KerasTensor(tuple(inputs.shape[:-1]) + (4,), dtype="float32")

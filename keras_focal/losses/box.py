@@ -21,6 +21,28 @@ def _safe_divide(numerator, denominator):
     return ops.where(nonzero, numerator / safe, ops.zeros_like(numerator))
 
 
+def _intersection_union_enclosure(y_true, y_pred):
+    """Areas of the intersection, the union and the smallest enclosing box of y_true[i] and y_pred[i] (yxyx)."""
+    t_ymin, t_xmin, t_ymax, t_xmax = ops.unstack(y_true, 4, axis=-1)
+    p_ymin, p_xmin, p_ymax, p_xmax = ops.unstack(y_pred, 4, axis=-1)
+    area_t = ops.relu(t_ymax - t_ymin) * ops.relu(t_xmax - t_xmin)
+    area_p = ops.relu(p_ymax - p_ymin) * ops.relu(p_xmax - p_xmin)
+    inter_h = ops.relu(ops.minimum(t_ymax, p_ymax) - ops.maximum(t_ymin, p_ymin))
+    inter_w = ops.relu(ops.minimum(t_xmax, p_xmax) - ops.maximum(t_xmin, p_xmin))
+    inter = inter_h * inter_w
+    union = area_t + area_p - inter
+    enclose_h = ops.relu(ops.maximum(t_ymax, p_ymax) - ops.minimum(t_ymin, p_ymin))
+    enclose_w = ops.relu(ops.maximum(t_xmax, p_xmax) - ops.minimum(t_xmin, p_xmin))
+    return inter, union, enclose_h * enclose_w
+
+
+def aligned_iou(boxes1, boxes2):
+    """IoU of boxes1[i] with boxes2[i] ([ymin, xmin, ymax, xmax]), element by element; 0 for an empty union."""
+    boxes1, boxes2 = C.to_compute(boxes1, boxes2)
+    inter, union, _ = _intersection_union_enclosure(boxes1, boxes2)
+    return _safe_divide(inter, union)
+
+
 def giou_loss(y_true, y_pred):
     """Generalized-IoU loss (Rezatofighi et al. 2019), one value per box.
 
@@ -46,17 +68,7 @@ def giou_loss(y_true, y_pred):
             f"giou_loss: boxes need a last axis of size 4 ([ymin, xmin, ymax, xmax]), got y_pred.shape="
             f"{tuple(y_pred.shape)}."
         )
-    t_ymin, t_xmin, t_ymax, t_xmax = ops.unstack(y_true, 4, axis=-1)
-    p_ymin, p_xmin, p_ymax, p_xmax = ops.unstack(y_pred, 4, axis=-1)
-    area_t = ops.relu(t_ymax - t_ymin) * ops.relu(t_xmax - t_xmin)
-    area_p = ops.relu(p_ymax - p_ymin) * ops.relu(p_xmax - p_xmin)
-    inter_h = ops.relu(ops.minimum(t_ymax, p_ymax) - ops.maximum(t_ymin, p_ymin))
-    inter_w = ops.relu(ops.minimum(t_xmax, p_xmax) - ops.maximum(t_xmin, p_xmin))
-    inter = inter_h * inter_w
-    union = area_t + area_p - inter
-    enclose_h = ops.relu(ops.maximum(t_ymax, p_ymax) - ops.minimum(t_ymin, p_ymin))
-    enclose_w = ops.relu(ops.maximum(t_xmax, p_xmax) - ops.minimum(t_xmin, p_xmin))
-    enclose = enclose_h * enclose_w
+    inter, union, enclose = _intersection_union_enclosure(y_true, y_pred)
     giou = _safe_divide(inter, union) - _safe_divide(enclose - union, enclose)
     return 1.0 - giou
 

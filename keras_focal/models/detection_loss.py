@@ -13,11 +13,12 @@ an all-reduce). Keras sums the replicas' gradients, so N replicas produce exactl
 same global batch, and a replica without positives still trains its negatives.
 """
 
-import keras
 from keras import ops
 
 from keras_focal.layers import box_coding
+from keras_focal.layers.integral import expected_distances
 from keras_focal.losses import distribution_focal_loss, focal_loss, giou_loss, quality_focal_loss, smooth_l1_loss
+from keras_focal.losses.box import aligned_iou
 
 BACKGROUND = -1
 IGNORED = -2
@@ -37,18 +38,6 @@ def global_sum(value):
     if context is not None and context.num_replicas_in_sync > 1:
         return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
     return value
-
-
-def aligned_iou(boxes1, boxes2):
-    """IoU of boxes1[i] with boxes2[i] (yxyx), element by element."""
-    top_left = ops.maximum(boxes1[..., :2], boxes2[..., :2])
-    bottom_right = ops.minimum(boxes1[..., 2:], boxes2[..., 2:])
-    overlap = ops.prod(ops.maximum(bottom_right - top_left, 0.0), axis=-1)
-
-    def area(boxes):
-        return ops.prod(ops.maximum(boxes[..., 2:] - boxes[..., :2], 0.0), axis=-1)
-
-    return overlap / ops.maximum(area(boxes1) + area(boxes2) - overlap, 1e-12)
 
 
 def _per_anchor(loss, y_true, logits):
@@ -105,7 +94,7 @@ def gfl_loss(targets, outputs, anchors, strides, image_height, image_width, reg_
     positive = ops.cast(positive_mask, "float32")
 
     # Predicted boxes: expected distance per side (the Integral of Sec. 3.3), decoded around the anchor centres.
-    expected = ops.sum(ops.softmax(distribution, axis=-1) * ops.arange(bins, dtype="float32"), axis=-1)
+    expected = expected_distances(outputs["box_outputs"], reg_max)
     predicted = box_coding.decode_distances(anchors, expected, strides, image_height, image_width)
     # Non-positive anchors get a harmless dummy box so no NaN can leak through a zero weight.
     dummy = ops.convert_to_tensor([0.0, 0.0, 1.0, 1.0])
