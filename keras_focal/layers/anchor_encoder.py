@@ -88,10 +88,7 @@ class AnchorEncoder(keras.layers.Layer):
     ):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        if anchor_generator is None:
-            anchor_generator = AnchorGenerator()
-        elif isinstance(anchor_generator, dict):
-            anchor_generator = keras.saving.deserialize_keras_object(anchor_generator)
+        anchor_generator = AnchorGenerator.resolve(anchor_generator)
         if assigner not in ("iou", "atss"):
             raise ValueError(f"assigner must be 'iou' or 'atss', got {assigner!r}")
         if negative_iou > positive_iou:

@@ -75,6 +75,15 @@ class AnchorGenerator(keras.layers.Layer):
         self.center_offset = float(center_offset)
         self.built = True  # no weights
 
+    @classmethod
+    def resolve(cls, value):
+        """An AnchorGenerator from None (the defaults), a serialized config (from get_config) or an instance."""
+        if value is None:
+            return cls()
+        if isinstance(value, dict):
+            return keras.saving.deserialize_keras_object(value)
+        return value
+
     # ------------------------------------------------------------------ static facts
     @property
     def levels(self):

@@ -57,10 +57,7 @@ class DetectionDecoder(keras.layers.Layer):
     ):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
-        if anchor_generator is None:
-            anchor_generator = AnchorGenerator()
-        elif isinstance(anchor_generator, dict):
-            anchor_generator = keras.saving.deserialize_keras_object(anchor_generator)
+        anchor_generator = AnchorGenerator.resolve(anchor_generator)
         if box_format not in ("deltas", "distances"):
             raise ValueError(f"box_format must be 'deltas' or 'distances', got {box_format!r}")
         if nms_method not in NMS_METHODS:

@@ -26,18 +26,22 @@ from keras import ops
 from keras_focal.layers.anchor_encoder import AnchorEncoder, pairwise_iou, valid_boxes_mask
 
 
+def _batched(class_targets, matched_boxes, gt_boxes, gt_classes):
+    """Adds a batch axis to the targets and ground truth of one unbatched image (``class_targets`` of rank 1)."""
+    class_targets = ops.convert_to_tensor(class_targets)
+    if len(class_targets.shape) != 1:
+        return class_targets, matched_boxes, gt_boxes, gt_classes
+    return (class_targets[None], ops.convert_to_tensor(matched_boxes)[None], ops.convert_to_tensor(gt_boxes)[None],
+            ops.convert_to_tensor(gt_classes)[None])
+
+
 def ground_truth_match_mask(class_targets, matched_boxes, gt_boxes, gt_classes, tolerance=1e-6):
     """bool ``[B, A, M]``: anchor ``a`` is positive and assigned to ground-truth box ``m``.
 
     The encoder's ``matched_boxes`` holds the assigned box's coordinates, so the assignment is recovered by
     comparing coordinates (duplicate boxes count as matched together, which is what a user wants to know).
     """
-    class_targets = ops.convert_to_tensor(class_targets)
-    if len(class_targets.shape) == 1:
-        class_targets = class_targets[None]
-        matched_boxes = ops.convert_to_tensor(matched_boxes)[None]
-        gt_boxes = ops.convert_to_tensor(gt_boxes)[None]
-        gt_classes = ops.convert_to_tensor(gt_classes)[None]
+    class_targets, matched_boxes, gt_boxes, gt_classes = _batched(class_targets, matched_boxes, gt_boxes, gt_classes)
     gt_boxes = ops.cast(gt_boxes, "float32")
     matched_boxes = ops.cast(matched_boxes, "float32")
     positive = ops.greater_equal(ops.cast(class_targets, "int32"), 0)  # [B, A]
@@ -82,12 +86,7 @@ def matching_statistics(
         * ``gt_matched`` bool ``[B, M]`` and ``gt_matched_per_level`` bool ``[B, M, L]``: which boxes were
           matched (find the objects your anchors miss).
     """
-    class_targets = ops.convert_to_tensor(class_targets)
-    if len(class_targets.shape) == 1:
-        class_targets = class_targets[None]
-        matched_boxes = ops.convert_to_tensor(matched_boxes)[None]
-        gt_boxes = ops.convert_to_tensor(gt_boxes)[None]
-        gt_classes = ops.convert_to_tensor(gt_classes)[None]
+    class_targets, matched_boxes, gt_boxes, gt_classes = _batched(class_targets, matched_boxes, gt_boxes, gt_classes)
     match = ground_truth_match_mask(class_targets, matched_boxes, gt_boxes, gt_classes)  # [B, A, M]
     per_level = anchor_generator.split_levels(match, image_height, image_width, axis=1)
     per_level = ops.stack([ops.any(m, axis=1) for m in per_level], axis=-1)  # [B, M, L]
