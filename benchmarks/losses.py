@@ -4,8 +4,10 @@
     python benchmarks/losses.py --shape 2,1000,80     # small, to check that it runs
     python benchmarks/losses.py --losses focal,qfl,dfl --modes function,jit
 
-Each (implementation, mode) runs in its own subprocess so that peak memory (max RSS, and the GPU allocator's peak
-when there is a GPU) is its own. Reported: ms per forward+backward call (median), an effective bandwidth (bytes of
+Each (implementation, mode) runs in its own subprocess so that peak memory (and the GPU allocator's peak when there
+is a GPU) is its own. Peak memory is the resident-set high-water mark (VmHWM) during the timed calls, reset after
+the inputs are built and the warm-up call has run (Linux `/proc/self/clear_refs`), minus the resident set at that
+point: the memory a forward + backward call needs beyond its inputs. Reported: ms per forward+backward call (median), an effective bandwidth (bytes of
 logits + labels read and gradient written, per second), peak memory and the ratios to the peer.
 
 Peers: FocalLoss vs keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, from_logits=True),
@@ -14,9 +16,9 @@ plain autodiff (no custom gradient); QFL and DFL vs a direct keras.ops transcrip
 """
 
 import argparse
+import gc
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -36,6 +38,25 @@ PEER = {"focal": "keras_core", "qfl": "transcription", "dfl": "transcription"}
 
 # ----------------------------------------------------------------------------------------------------------------
 # Child: one implementation, one mode
+
+
+def _status_kb(field):
+    """A field of /proc/self/status in kB (VmRSS: resident now, VmHWM: resident high-water mark)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak_rss():
+    """Reset VmHWM to the current resident set (Linux >= 4.0); returns False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def _make_fn(loss_name, impl):
@@ -122,7 +143,6 @@ def child(loss_name, impl, mode, shape, repeats):
     sys.path.insert(0, ROOT)
     fn = _make_fn(loss_name, impl)
     labels, logits = _inputs(loss_name, shape)
-    rss_inputs_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     def step(y, x):
         with tf.GradientTape() as tape:
@@ -137,22 +157,29 @@ def child(loss_name, impl, mode, shape, repeats):
     gpus = tf.config.list_physical_devices("GPU")
     value, grad = step(labels, logits)  # warm-up / trace / compile
     _ = float(value), float(tf.reduce_sum(grad))
+    del value, grad
+    gc.collect()
     if gpus:
         tf.config.experimental.reset_memory_stats("GPU:0")
-    times = []
+    if not _reset_peak_rss():
+        raise SystemExit("cannot reset the peak RSS here (needs Linux /proc/self/clear_refs)")
+    rss_before_kb = _status_kb("VmRSS")
+    times, values = [], []
     for _ in range(repeats):
         start = time.perf_counter()
         value, grad = step(labels, logits)
         _ = grad.numpy().ravel()[0]  # wait for the result
         times.append(time.perf_counter() - start)
+        values.append(float(value))
+        del value, grad  # so that the next call starts from the same resident set
     bytes_moved = labels.numpy().nbytes + 2 * logits.numpy().nbytes  # read logits + labels, write the gradient
     ms = 1000 * float(np.median(times))
     out = {
         "ms": ms,
         "gbps": bytes_moved / (ms / 1000) / 1e9,
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
-        "peak_over_inputs_gb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_inputs_kb) / 1e6,
-        "value": float(value),
+        "peak_rss_gb": _status_kb("VmHWM") / 1e6,
+        "peak_over_inputs_gb": (_status_kb("VmHWM") - rss_before_kb) / 1e6,
+        "value": values[-1],
     }
     if gpus:
         out["gpu_peak_gb"] = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 1e9

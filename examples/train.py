@@ -92,16 +92,10 @@ def main(argv=None):
             head_convs=args.head_convs, image_size=size, backbone_weights=args.backbone_weights)
 
         steps = args.steps_per_epoch or max(1, num_train // args.batch_size)
-        decay_epochs = args.decay_epochs if args.decay_epochs is not None else [round(args.epochs * 2 / 3), round(args.epochs * 8 / 9)]
-        clip = args.clipnorm or None
-        if args.optimizer == "sgd":
-            rate = args.learning_rate or 0.01 * args.batch_size / 16  # Detectron: 0.01 at batch 16 (linear scaling)
-            schedule = training.WarmupStepDecay(rate, args.warmup_steps, [e * steps for e in decay_epochs if 0 < e < args.epochs])
-            optimizer = keras.optimizers.SGD(schedule, momentum=0.9, weight_decay=args.weight_decay, global_clipnorm=clip)
-        else:
-            rate = args.learning_rate or 1e-3
-            schedule = training.WarmupStepDecay(rate, args.warmup_steps, [e * steps for e in decay_epochs if 0 < e < args.epochs])
-            optimizer = keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay, global_clipnorm=clip)
+        optimizer = training.make_optimizer(
+            args.optimizer, steps_per_epoch=steps, epochs=args.epochs, batch_size=args.batch_size,
+            learning_rate=args.learning_rate, warmup_steps=args.warmup_steps, decay_epochs=args.decay_epochs,
+            weight_decay=args.weight_decay, clipnorm=args.clipnorm)
         model.compile(optimizer=optimizer, jit_compile=args.jit_compile)
 
     train_ds = data.make_dataset(

@@ -33,7 +33,9 @@ def _shapes_batch():
 def test_tiny_detector_overfits_to_high_ap50(head, steps):
     images, targets = _shapes_batch()
     model = tiny_model(head, num_classes=5)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    # Clipped as in examples/train.py: unclipped Adam at 3e-3 can spike after the loss has nearly vanished (seen with
+    # the retina head at step ~380, AP50 back to 0), which this test is not about.
+    model.compile(optimizer=keras.optimizers.Adam(3e-3, global_clipnorm=10.0))
     encoded = model.anchor_encoder(targets["boxes"], targets["classes"], 128, 128)
     data = tf.data.Dataset.from_tensors((images, {**targets, **encoded})).repeat()
     model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)

@@ -30,52 +30,36 @@ def _modulating_powers(a, gamma):
     return a_g, a_g / ops.maximum(a, C.TINY)
 
 
-def _focal_from_logits(y, x, alpha, gamma):
-    """Element-wise sigmoid focal loss from logits with a closed-form gradient.
+def _focal_and_derivative(y, x, alpha, gamma):
+    """Element-wise sigmoid focal loss from logits and its derivative with respect to the logits.
 
     With s = sigmoid(x), a = 1 - p_t = y (1 - s) + (1 - y) s, bce = softplus(x) - y x and w = a_t:
         loss   = w a^gamma bce
         d/dx   = w [a^gamma (s - y) + gamma (1 - 2y) s (1 - s) a^(gamma - 1) bce]
     One exp(-|x|) and one log1p per element give everything (the sigmoid and its complement are taken from the
-    same exp, each without cancellation). The derivative is formed in the forward pass, so the backward pass is a
-    single multiplication and only that tensor is kept for it. The labels are data: they get no gradient.
+    same exp, each without cancellation).
     """
-
-    @ops.custom_gradient
-    def _loss(y, x):
-        u = ops.exp(-ops.abs(x))
-        bce = ops.relu(x) - x * y + ops.log1p(u)  # softplus(x) - y x, exact for soft labels too
-        if gamma == 0 and alpha is None:
-            loss = bce
-            s = ops.where(x >= 0, 1.0, u) / (1.0 + u)
-            dx = s - y
-        else:
-            r = 1.0 / (1.0 + u)
-            ur = u * r
-            positive = x >= 0
-            s = ops.where(positive, r, ur)  # sigmoid(x)
-            s_neg = ops.where(positive, ur, r)  # sigmoid(-x) = 1 - sigmoid(x), without cancellation
-            if gamma == 0:
-                loss = bce
-                dx = s - y
-            else:
-                a = y * s_neg + (1.0 - y) * s  # 1 - p_t
-                a_g, a_gm1 = _modulating_powers(a, gamma)
-                loss = a_g * bce
-                dx = a_g * (s - y) + (gamma * (1.0 - 2.0 * y) * s * s_neg) * a_gm1 * bce
-            if alpha is not None:
-                w = (1.0 - alpha) + (2.0 * alpha - 1.0) * y  # alpha y + (1 - alpha)(1 - y)
-                loss = w * loss
-                dx = w * dx
-
-        def grad(*args, upstream=None):
-            if upstream is None:
-                (upstream,) = args
-            return None, upstream * dx
-
-        return loss, grad
-
-    return _loss(y, x)
+    u = ops.exp(-ops.abs(x))
+    bce = ops.relu(x) - x * y + ops.log1p(u)  # softplus(x) - y x, exact for soft labels too
+    if gamma == 0 and alpha is None:
+        s = ops.where(x >= 0, 1.0, u) / (1.0 + u)
+        return bce, s - y
+    r = 1.0 / (1.0 + u)
+    ur = u * r
+    positive = x >= 0
+    s = ops.where(positive, r, ur)  # sigmoid(x)
+    s_neg = ops.where(positive, ur, r)  # sigmoid(-x) = 1 - sigmoid(x), without cancellation
+    if gamma == 0:
+        loss, dx = bce, s - y
+    else:
+        a = y * s_neg + (1.0 - y) * s  # 1 - p_t
+        a_g, a_gm1 = _modulating_powers(a, gamma)
+        loss = a_g * bce
+        dx = a_g * (s - y) + (gamma * (1.0 - 2.0 * y) * s * s_neg) * a_gm1 * bce
+    if alpha is not None:
+        w = (1.0 - alpha) + (2.0 * alpha - 1.0) * y  # alpha y + (1 - alpha)(1 - y)
+        loss, dx = w * loss, w * dx
+    return loss, dx
 
 
 def _focal_from_probabilities(y, p, alpha, gamma):
@@ -134,7 +118,7 @@ def focal_loss(y_true, y_pred, alpha=0.25, gamma=2.0, from_logits=False, label_s
     if label_smoothing:
         y_true = y_true * (1.0 - label_smoothing) + 0.5 * label_smoothing
     if from_logits:
-        return _focal_from_logits(y_true, y_pred, alpha, gamma)
+        return C.with_closed_form_gradient(_focal_and_derivative, y_true, y_pred, alpha=alpha, gamma=gamma)
     return _focal_from_probabilities(y_true, y_pred, alpha, gamma)
 
 

@@ -31,15 +31,30 @@ def quality_focal_loss(y_true, y_pred, beta=2.0, from_logits=False):
     y_true, y_pred = C.to_compute(y_true, y_pred)
     C.check_same_shape(y_true, y_pred, "quality_focal_loss")
     if from_logits:
-        u = ops.exp(-ops.abs(y_pred))
-        bce = ops.relu(y_pred) - y_pred * y_true + ops.log1p(u)
-        sigma = ops.where(y_pred >= 0, 1.0, u) / (1.0 + u)
-    else:
-        sigma = C.clip_probabilities(y_pred)
-        bce = -(y_true * ops.log(sigma) + (1.0 - y_true) * ops.log1p(-sigma))
+        return C.with_closed_form_gradient(_qfl_and_derivative, y_true, y_pred, beta=beta)
+    sigma = C.clip_probabilities(y_pred)
+    bce = -(y_true * ops.log(sigma) + (1.0 - y_true) * ops.log1p(-sigma))
     if beta == 0:
         return bce
     return C.safe_abs_pow(sigma - y_true, beta) * bce
+
+
+def _qfl_and_derivative(y, x, beta):
+    """QFL from logits and its derivative, from one exp(-|x|) and one log1p per element.
+
+    With s = sigmoid(x), d = s - y and bce = softplus(x) - y x:
+        loss = |d|^beta bce
+        d/dx = beta |d|^(beta - 1) sign(d) s (1 - s) bce + |d|^beta (s - y)
+    """
+    u = ops.exp(-ops.abs(x))
+    bce = ops.relu(x) - x * y + ops.log1p(u)
+    r = 1.0 / (1.0 + u)
+    s = ops.where(x >= 0, r, u * r)
+    d = s - y
+    if beta == 0:
+        return bce, d
+    power, power_derivative = C.abs_pow_and_derivative(d, beta)
+    return power * bce, power_derivative * (u * r * r) * bce + power * d  # s (1 - s) = u r^2
 
 
 def distribution_focal_loss(y_true, y_pred, from_logits=False):
@@ -81,22 +96,31 @@ def distribution_focal_loss(y_true, y_pred, from_logits=False):
             "distribution_focal_loss: the bins axis (last axis of y_pred) must be static and hold at least 2 "
             f"bins, got y_pred.shape={tuple(y_pred.shape)}."
         )
-    n = num_bins - 1
     if from_logits:
-        log_s = ops.log_softmax(y_pred, axis=-1)
-    else:
-        p = y_pred / ops.sum(y_pred, axis=-1, keepdims=True)
-        log_s = ops.log(ops.clip(p, keras.config.epsilon(), 1.0))
+        return C.with_closed_form_gradient(_dfl_and_derivative, y_true, y_pred, num_bins=num_bins)
+    p = y_pred / ops.sum(y_pred, axis=-1, keepdims=True)
+    log_s = ops.log(ops.clip(p, keras.config.epsilon(), 1.0))
+    return -ops.sum(_two_bin_target(y_true, num_bins, log_s.dtype) * log_s, axis=-1)
+
+
+def _two_bin_target(y_true, num_bins, dtype):
+    """The target distribution t: weight y_r - y at bin y_l and y - y_l at bin y_r, with y clipped to [0, n]."""
+    n = num_bins - 1
     y = ops.clip(y_true, 0.0, float(n))
     left = ops.minimum(ops.floor(y), float(n - 1))
-    w_left = (left + 1.0) - y
-    w_right = y - left
-    # The two-bin target distribution t (weights w_left at y_l, w_right at y_r): loss = -sum_k t_k log S_k.
     left_int = ops.cast(left, "int32")
-    target = ops.expand_dims(w_left, -1) * ops.one_hot(left_int, num_bins, dtype=log_s.dtype) + ops.expand_dims(
-        w_right, -1
-    ) * ops.one_hot(left_int + 1, num_bins, dtype=log_s.dtype)
-    return -ops.sum(target * log_s, axis=-1)
+    w_left = ops.expand_dims((left + 1.0) - y, -1)
+    w_right = ops.expand_dims(y - left, -1)
+    return w_left * ops.one_hot(left_int, num_bins, dtype=dtype) + w_right * ops.one_hot(
+        left_int + 1, num_bins, dtype=dtype
+    )
+
+
+def _dfl_and_derivative(y, x, num_bins):
+    """DFL from logits, -sum_k t_k log softmax(x)_k, and its derivative softmax(x) - t (sum_k t_k = 1)."""
+    target = _two_bin_target(y, num_bins, x.dtype)
+    log_s = ops.log_softmax(x, axis=-1)
+    return -ops.sum(target * log_s, axis=-1), ops.exp(log_s) - target
 
 
 @keras.saving.register_keras_serializable(package="keras_focal")
