@@ -14,12 +14,12 @@ What is timed, per call (then divided by the batch size):
 Both models are untrained (random weights): the latency does not depend on the weights except through the number
 of candidates reaching NMS, which the shared score threshold keeps comparable (--score-threshold).
 
-Timings on a shared or busy machine are indicative only; report numbers from an idle one.
+The runners take turns call by call (`_profile.time_interleaved`; this machine's speed changes by 2x from one
+moment to the next); each figure is the median of --iters calls. Report numbers from an otherwise idle machine.
 """
 
 import argparse
 import os
-import statistics
 import tempfile
 import time
 
@@ -27,6 +27,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from _peers import IMAGENET_MEAN, IMAGENET_STD, RESNETS, build_keras_hub_detector  # noqa: E402,F401
+from _profile import format_profile, profile_op_types, time_interleaved  # noqa: E402
 
 
 
@@ -46,18 +47,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=2, help="untimed calls first (default: %(default)s)")
     p.add_argument("--skip", nargs="*", default=[], choices=["savedmodel", "keras_focal.predict", "keras_hub.predict"],
                    help="runners to leave out")
+    p.add_argument("--profile", action="store_true", help="after timing, print op time by op type for one call")
     return p.parse_args(argv)
-
-
-def time_calls(fn, iters, warmup):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main(argv=None):
@@ -108,11 +99,14 @@ def main(argv=None):
     results = {}
     for batch in args.batch:
         images = rng.integers(0, 256, size=(batch, *size, 3), dtype=np.uint8)
-        for name, run in runners.items():
-            seconds = time_calls(lambda: run(images), args.iters, args.warmup)
+        calls = {name: (lambda run=run: run(images)) for name, run in runners.items()}
+        medians, _ = time_interleaved(calls, args.iters, args.warmup)
+        for name, seconds in medians.items():
             results[name, batch] = seconds / batch
             print(f"{name:22s} batch {batch:3d}: {1000 * seconds:9.1f} ms per call, "
                   f"{1000 * seconds / batch:8.1f} ms per image")
+            if args.profile:
+                print(format_profile(profile_op_types(calls[name])))
 
     if "keras_hub.predict" in runners:
         print("\nratio keras_hub.predict / runner (per image; > 1 means faster than keras-hub):")

@@ -12,7 +12,8 @@ logits + labels read and gradient written, per second), peak memory and the rati
 
 Peers: FocalLoss vs keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, from_logits=True),
 keras_cv.losses.FocalLoss (skipped with a message if keras-cv is not installed) and the same formula written with
-plain autodiff (no custom gradient); QFL and DFL vs a direct keras.ops transcription of their formulas.
+plain autodiff (no custom gradient), plus `floor` (mean(x * y): the least time and memory any loss with a full-size
+gradient takes in this harness); QFL and DFL vs a direct keras.ops transcription of their formulas.
 """
 
 import argparse
@@ -29,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 IMPLEMENTATIONS = {
-    "focal": ["keras_focal", "keras_core", "keras_cv", "autodiff_transcription"],
+    "focal": ["keras_focal", "keras_core", "keras_cv", "autodiff_transcription", "floor"],
     "qfl": ["keras_focal", "transcription"],
     "dfl": ["keras_focal", "transcription"],
 }
@@ -85,6 +86,10 @@ def _make_fn(loss_name, impl):
                 return ops.mean(ops.mean(w * a * a * bce, axis=-1))
 
             return focal
+        if impl == "floor":
+            # Not a loss: mean(x * y), whose gradient is one full-size tensor. Its time and memory are what any loss
+            # with a full-size gradient costs at least in this harness.
+            return lambda y, x: ops.mean(x * y)
     if loss_name == "qfl":
         if impl == "keras_focal":
             from keras_focal.losses import QualityFocalLoss

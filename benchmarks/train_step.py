@@ -5,19 +5,21 @@
 
 Both detectors: the same ResNet (keras-hub ResNetBackbone), P3-P7 with P6 from C5, 4-conv 256-wide subnets, SGD
 momentum 0.9, random init, batch 2, the same random images and boxes. keras_focal encodes the anchor targets in the
-tf.data pipeline (its normal training path); keras-hub encodes them in its train step (its only path). Throughput is
-images/s over --steps steps after --warmup steps; the achieved GFLOP/s uses the forward FLOPs that TensorFlow's
-profiler counts for keras_focal's model, times 3 for forward + backward. Timings from a busy machine are indicative.
+tf.data pipeline (its normal training path); keras-hub encodes them in its train step (its only path). A step is one
+`fit(steps_per_epoch=1)` (the same call overhead for both); the time is the median over --steps steps after --warmup steps, the two detectors taking turns step
+by step (`_profile.time_interleaved`: this machine's speed changes by 2x from one moment to the next). The achieved
+GFLOP/s uses the forward FLOPs TensorFlow's profiler counts for keras_focal's model, times 3 for forward + backward.
+--profile prints the op time by op type of one step of each.
 """
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from _peers import RESNETS, build_keras_hub_detector  # noqa: E402
+from _profile import format_profile, profile_op_types, time_interleaved  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -32,6 +34,7 @@ def parse_args(argv=None):
     p.add_argument("--jit-compile", action="store_true", help="compile both train steps with XLA")
     p.add_argument("--skip", nargs="*", default=[], choices=["keras_focal", "keras_hub"])
     p.add_argument("--score-threshold", type=float, default=0.05)
+    p.add_argument("--profile", action="store_true", help="after timing, print op time by op type for one step")
     return p.parse_args(argv)
 
 
@@ -62,13 +65,6 @@ def forward_gflops(model, size):
     return model_analyzer.profile(fn.graph, options=opts).total_float_ops / 1e9
 
 
-def time_fit(model, dataset, steps, warmup):
-    model.fit(dataset, steps_per_epoch=warmup, epochs=1, verbose=0)
-    start = time.perf_counter()
-    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
-    return (time.perf_counter() - start) / steps
-
-
 def main(argv=None):
     args = parse_args(argv)
     import keras
@@ -82,7 +78,7 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     for size in args.image_size:
         images, boxes, classes = random_batch(rng, args.batch, size, args.num_classes)
-        row = {}
+        steps = {}
         if "keras_focal" not in args.skip:
             model = RetinaNet(args.num_classes, backbone=args.backbone, head_convs=args.head_convs, image_size=(size, size))
             model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=args.jit_compile)
@@ -90,22 +86,26 @@ def main(argv=None):
             encoded = [model.anchor_encoder(boxes[i], classes[i], size, size) for i in range(args.batch)]
             targets = {"boxes": boxes, "classes": classes, **{k: np.stack([e[k] for e in encoded]) for k in encoded[0]}}
             data = tf.data.Dataset.from_tensors((images, targets)).repeat()
-            seconds = time_fit(model, data, args.steps, args.warmup)
+            steps["keras_focal"] = lambda m=model, d=data: m.fit(d, steps_per_epoch=1, epochs=1, verbose=0)
             gflop = 3 * forward_gflops(model, size) * args.batch
-            row["keras_focal"] = seconds
-            print(f"{size} px keras_focal: {seconds:.3f} s/step, {args.batch / seconds:.2f} images/s, "
-                  f"{gflop / seconds:.1f} GFLOP/s achieved ({gflop / args.batch:.1f} GFLOP per training image)")
         if "keras_hub" not in args.skip:
             hub = build_keras_hub_detector(argparse.Namespace(**{**vars(args), "image_size": size}))
             hub.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=args.jit_compile)
             # keras-hub takes absolute-pixel boxes in its bounding_box_format ("yxyx") and "labels".
-            data = tf.data.Dataset.from_tensors(
+            hub_data = tf.data.Dataset.from_tensors(
                 (images, {"boxes": boxes * size, "labels": classes.astype("float32")})).repeat()
-            seconds = time_fit(hub, data, args.steps, args.warmup)
-            row["keras_hub"] = seconds
-            print(f"{size} px keras_hub:   {seconds:.3f} s/step, {args.batch / seconds:.2f} images/s")
-        if len(row) == 2:
-            print(f"{size} px speed-up keras_focal / keras_hub: {row['keras_hub'] / row['keras_focal']:.2f}x")
+            steps["keras_hub"] = lambda m=hub, d=hub_data: m.fit(d, steps_per_epoch=1, epochs=1, verbose=0)
+        seconds, ratios = time_interleaved(steps, args.steps, args.warmup)
+        for name, sec in seconds.items():
+            extra = f", {gflop / sec:.1f} GFLOP/s achieved ({gflop / args.batch:.1f} GFLOP per training image)" \
+                if name == "keras_focal" else ""
+            print(f"{size} px {name + ':':<12} {sec:.3f} s/step (median of {args.steps}), "
+                  f"{args.batch / sec:.2f} images/s{extra}")
+            if args.profile:
+                print(format_profile(profile_op_types(steps[name])))
+        if len(steps) == 2:
+            print(f"{size} px speed-up keras_focal / keras_hub: {seconds['keras_hub'] / seconds['keras_focal']:.2f}x "
+                  f"(median of the per-round ratios: {1 / ratios['keras_hub']:.2f}x)")
 
 
 if __name__ == "__main__":
