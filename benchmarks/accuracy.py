@@ -1,6 +1,8 @@
 """COCO AP for the same training budget on the built-in dataset: keras_focal's two heads against keras-hub (issue 7).
 
-    python benchmarks/accuracy.py                                   # the table of the README (about an hour on 2 cores)
+    python benchmarks/accuracy.py                                   # all three, 500 steps each (about 40 min, 2 cores)
+    python benchmarks/accuracy.py --models retina,keras_hub         # the README's first accuracy row
+    python benchmarks/accuracy.py --train-examples 1000             # the README's second row: 250 steps each
     python benchmarks/accuracy.py --epochs 1 --train-examples 64 --eval-examples 16      # a smoke run
 
 Every detector gets the same: ResNet-18 from random init, P3-P7, FPN and subnets 256 wide with 4 convs (the papers';
@@ -33,7 +35,7 @@ def parse_args(argv=None):
     p.add_argument("--backbone", default="resnet18")
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--train-examples", type=int, default=None, help="use only the first N training images")
     p.add_argument("--eval-examples", type=int, default=None, help="evaluate on the first N validation images")
     p.add_argument("--learning-rate", type=float, default=1e-3, help="AdamW base rate, for every detector")
