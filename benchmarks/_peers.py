@@ -38,3 +38,21 @@ def build_keras_hub_detector(args):
         backbone=backbone, num_classes=args.num_classes, bounding_box_format="yxyx",
         pre_logits_num_conv_layers=args.head_convs, preprocessor=preprocessor, prediction_decoder=decoder)
     return detector
+
+
+def keras_hub_predictor(detector):
+    """`predict(images [B, H, W, 3]) -> keras-hub's output dict`, one call per batch.
+
+    keras-hub's NonMaxSuppression needs a static batch size (`ops.zeros([boxes.shape[0]])`); when predict retraces
+    for a second batch size, Keras relaxes the batch dimension to None and the NMS fails. So the predict function is
+    rebuilt whenever the batch size changes (in the benchmarks, outside the timed calls: the warmup calls trace it).
+    """
+    traced_batch = []
+
+    def predict(images):
+        if traced_batch != [len(images)]:
+            detector.make_predict_function(force=True)
+            traced_batch[:] = [len(images)]
+        return detector.predict(images.astype("float32"), batch_size=len(images), verbose=0)
+
+    return predict

@@ -24,6 +24,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _peers import build_keras_hub_detector, keras_hub_predictor  # noqa: E402
+
 SCORE_THRESHOLD = 0.05  # RetinaNet paper, section 4 (inference): detections below 0.05 are dropped.
 
 
@@ -48,28 +50,19 @@ class KerasHubDetections:
     """keras-hub's predict -> the contract's detection dict (normalised yxyx boxes), for `evaluate_model`."""
 
     def __init__(self, detector, image_size):
-        self.detector = detector
+        self.predict = keras_hub_predictor(detector)
         self.image_size = image_size
-        self.traced_batch = None
 
     def __call__(self, images):
-        images = images.numpy()
-        # keras-hub's NonMaxSuppression needs a static batch size: rebuild the predict function when it changes
-        # (the last batch), as benchmarks/inference.py does.
-        if self.traced_batch != len(images):
-            self.detector.make_predict_function(force=True)
-            self.traced_batch = len(images)
-        out = self.detector.predict(images, batch_size=len(images), verbose=0)
+        out = self.predict(images.numpy())
         return {"detection_boxes": out["boxes"] / self.image_size, "detection_scores": out["confidence"],
                 "detection_classes": out["labels"], "num_detections": out["num_detections"]}
 
 
 def build(name, args, num_classes, steps_per_epoch):
-    """(model, targets -> the model's y, a detection function) for one row of the table."""
-    import keras
-
+    """(compiled model, its anchor encoder for the tf.data pipeline or None for keras-hub, which encodes in its
+    train step, a function images -> detections for `evaluate_model`) for one row of the table."""
     import keras_focal
-    from _peers import build_keras_hub_detector
 
     optimizer = keras_focal.training.make_optimizer(
         "adamw", steps_per_epoch=steps_per_epoch, epochs=args.epochs, batch_size=args.batch_size,

@@ -26,7 +26,9 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from _peers import IMAGENET_MEAN, IMAGENET_STD, RESNETS, build_keras_hub_detector  # noqa: E402,F401
+from _peers import (  # noqa: E402,F401
+    IMAGENET_MEAN, IMAGENET_STD, RESNETS, build_keras_hub_detector, keras_hub_predictor,
+)
 from _profile import format_profile, profile_op_types, time_interleaved  # noqa: E402
 
 
@@ -82,18 +84,7 @@ def main(argv=None):
 
         detector = build_keras_hub_detector(args)
 
-        traced_batch = []
-
-        def keras_hub_predict(x):
-            # keras-hub's NonMaxSuppression needs a static batch size (`ops.zeros([boxes.shape[0]])`); when predict
-            # retraces for a second batch size, Keras relaxes the batch dimension to None and the NMS fails. So the
-            # predict function is rebuilt (outside the timed calls: the warmup calls trace it) per batch size.
-            if traced_batch != [len(x)]:
-                detector.make_predict_function(force=True)
-                traced_batch[:] = [len(x)]
-            return detector.predict(x.astype("float32"), batch_size=len(x), verbose=0)
-
-        runners["keras_hub.predict"] = keras_hub_predict
+        runners["keras_hub.predict"] = keras_hub_predictor(detector)
 
     rng = np.random.default_rng(0)
     results = {}

@@ -7,8 +7,9 @@
 Each (implementation, mode) runs in its own subprocess so that peak memory (and the GPU allocator's peak when there
 is a GPU) is its own. Peak memory is the resident-set high-water mark (VmHWM) during the timed calls, reset after
 the inputs are built and the warm-up call has run (Linux `/proc/self/clear_refs`), minus the resident set at that
-point: the memory a forward + backward call needs beyond its inputs. Reported: ms per forward+backward call (median), an effective bandwidth (bytes of
-logits + labels read and gradient written, per second), peak memory and the ratios to the peer.
+point: the memory a forward + backward call needs beyond its inputs. Reported: ms per forward+backward call (median),
+an effective bandwidth (bytes of logits + labels read and gradient written, per second), peak memory and the ratios
+to the peer.
 
 Peers: FocalLoss vs keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, from_logits=True),
 keras_cv.losses.FocalLoss (skipped with a message if keras-cv is not installed) and the same formula written with

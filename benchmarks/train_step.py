@@ -6,8 +6,9 @@
 Both detectors: the same ResNet (keras-hub ResNetBackbone), P3-P7 with P6 from C5, 4-conv 256-wide subnets, SGD
 momentum 0.9, random init, batch 2, the same random images and boxes. keras_focal encodes the anchor targets in the
 tf.data pipeline (its normal training path); keras-hub encodes them in its train step (its only path). A step is one
-`fit(steps_per_epoch=1)` (the same call overhead for both); the time is the median over --steps steps after --warmup steps, the two detectors taking turns step
-by step (`_profile.time_interleaved`: this machine's speed changes by 2x from one moment to the next). The achieved
+`fit(steps_per_epoch=1)` (the same call overhead for both); the time is the median over --steps steps after --warmup
+steps, the two detectors taking turns step by step (`_profile.time_interleaved`: this machine's speed changes by 2x
+from one moment to the next). The achieved
 GFLOP/s uses the forward FLOPs TensorFlow's profiler counts for keras_focal's model, times 3 for forward + backward.
 --profile prints the op time by op type of one step of each.
 """
