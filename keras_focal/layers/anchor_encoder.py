@@ -1,6 +1,8 @@
 """Anchor assignment (IoU matcher for RetinaNet, ATSS for GFL) and training-target encoding."""
 
 import keras
+import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from keras_focal.layers import box_coding
@@ -46,6 +48,29 @@ def valid_boxes_mask(boxes, classes):
     )
 
 
+def _is_static(x):
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def compact_real_boxes(boxes, classes):
+    """Moves the real boxes of each image to the front, in their order, and cuts the batch to its largest count.
+
+    ``boxes [B, M, 4]``, ``classes [B, M]`` -> ``boxes [B, K, 4]``, ``classes [B, K]`` and ``source_index`` int32
+    ``[B, K]`` (the row of M each came from), where K is the largest number of real boxes of one image
+    (``valid_boxes_mask``). Rows past an image's own count are padding: class -1, box -1, index -1. The order of
+    the real boxes is kept, so "the first box on ties" means the same box before and after.
+    """
+    valid = valid_boxes_mask(boxes, classes)  # [B, M]
+    count = ops.sum(ops.cast(valid, "int32"), axis=1)  # [B]
+    k = ops.max(ops.concatenate([count, ops.zeros((1,), "int32")], axis=0))
+    # A stable sort on "is padding" puts the real rows first, each group in its original order.
+    order = ops.cast(tf.argsort(ops.cast(ops.logical_not(valid), "int32"), axis=1, stable=True), "int32")[:, :k]
+    keep = ops.arange(k, dtype="int32")[None, :] < count[:, None]  # [B, K]
+    boxes = ops.where(keep[..., None], ops.take_along_axis(boxes, order[..., None], axis=1), -1.0)
+    classes = ops.where(keep, ops.take_along_axis(classes, order, axis=1), -1)
+    return boxes, classes, ops.where(keep, order, -1)
+
+
 @keras.saving.register_keras_serializable(package="keras_focal")
 class AnchorEncoder(keras.layers.Layer):
     """Assigns ground-truth boxes to anchors and encodes the training targets.
@@ -58,7 +83,11 @@ class AnchorEncoder(keras.layers.Layer):
     * ``class_targets`` int32 ``[..., A]``: class id (>= 0) for positives, -1 background, -2 ignored;
     * ``box_targets`` float32 ``[..., A, 4]``: ``(dy, dx, log dh, log dw) * box_weights`` of the matched box
       (see ``box_coding.encode_deltas``), 0 where not positive;
-    * ``matched_boxes`` float32 ``[..., A, 4]``: the assigned ground-truth box (yxyx), 0 where not positive.
+    * ``matched_boxes`` float32 ``[..., A, 4]``: the assigned ground-truth box (yxyx), 0 where not positive;
+    * ``matched_indices`` int32 ``[..., A]``: the row of M of the assigned ground-truth box, -1 where not positive.
+
+    Only the real boxes are compared with the anchors (``compact_real_boxes``): the cost grows with the number
+    of objects, not with the padded M; a batch costs as much as its most crowded image.
 
     ``assigner="iou"`` (RetinaNet, Focal Loss paper §4): IoU >= ``positive_iou`` (0.5) positive,
     < ``negative_iou`` (0.4) background, in between ignored. With ``allow_low_quality_matches`` (as
@@ -114,7 +143,9 @@ class AnchorEncoder(keras.layers.Layer):
         if unbatched:
             boxes = boxes[None]
             classes = classes[None]
-        anchors = self.anchor_generator(image_height, image_width)
+        anchors = self._anchors(image_height, image_width)
+        # Only the real boxes are matched: padding would cost one [A] column of every pairwise op each.
+        boxes, classes, source_index = compact_real_boxes(boxes, classes)
         if self.assigner == "iou":
             match, positive, ignored = self._assign_iou(anchors, boxes, classes)
         else:
@@ -122,9 +153,24 @@ class AnchorEncoder(keras.layers.Layer):
                 anchors, boxes, classes, image_height, image_width
             )
         out = self._encode(anchors, boxes, classes, match, positive, ignored)
+        # match indexes the compacted boxes (plus the dummy at the end); source_index maps it back to M.
+        source_index = ops.concatenate([source_index, ops.zeros((ops.shape(boxes)[0], 1), "int32") - 1], axis=1)
+        matched = ops.take_along_axis(source_index, match[0], axis=1)
+        out["matched_indices"] = ops.where(positive, matched, -1)
         if unbatched:
             out = {k: v[0] for k, v in out.items()}
         return out
+
+    def _anchors(self, image_height, image_width):
+        """The anchors ``[A, 4]``; for a static image size computed once and kept as a constant."""
+        if not (_is_static(image_height) and _is_static(image_width)):
+            return self.anchor_generator(image_height, image_width)
+        key = (int(image_height), int(image_width))
+        cache = self.__dict__.setdefault("_anchor_cache", {})
+        if key not in cache:
+            with tf.init_scope():  # eager even while a tf.data map or tf.function is being traced
+                cache[key] = ops.convert_to_numpy(self.anchor_generator(*key))
+        return ops.convert_to_tensor(cache[key])
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
