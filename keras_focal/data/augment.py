@@ -1,8 +1,9 @@
 """Box-aware augmentation for tf.data: horizontal flip and scale jitter with a random crop / pad, as one resampling.
 
 Every transform drawn here is an affine map of normalized image coordinates, and so is the stretch of the decoded
-image to the training size: their composition is one sampling box of the source image, read by a single
-`tf.image.crop_and_resize` (bilinear, constant fill outside the image). The boxes go through the same map. The
+image to the training size: their composition is one stretch of the decoded image to the content size, a flip, and
+a crop / pad to the training size (one `tf.image.resize`, one reverse, one slice and one constant pad: cheaper than
+two resamplings, or one `tf.image.crop_and_resize`, measured). The boxes go through the same map. The
 distribution of transforms is that of Keras' `RandomFlip("horizontal")`, `RandomZoom` (one zoom factor for both
 axes) and `RandomTranslation` applied in turn:
 - flip with probability 1/2;
@@ -10,9 +11,10 @@ axes) and `RandomTranslation` applied in turn:
   around its centre (z > 1 zooms out and pads, z < 1 zooms in and crops); content scale 1 / z;
 - shift uniform in [-translate, translate] of the output's height and width, independently.
 
-An output point u (normalized, per axis) shows the source point s = 1/2 + (u - 1/2 - shift) * z, mirrored in x
-(s -> 1 - s) when flipped; a box coordinate s goes to u = (s - 1/2) / z + 1/2 + shift. `filter_boxes` then clips
-the boxes and drops those under `min_size_px` pixels on a side (boxes that left the image).
+A source point s (normalized, per axis; mirrored in x, s -> 1 - s, when flipped) goes to the output point
+u = (s - 1/2) / z + 1/2 + shift. The content size (output size / z) and its corner are rounded to whole output
+pixels, so the boxes follow the pixels exactly. `filter_boxes` then clips the boxes and drops those under
+`min_size_px` pixels on a side (boxes that left the image).
 
 Randomness is stateless: each call takes a seed `[2]` (int32 / int64), so a pipeline that gives each example its
 seed (`make_dataset` zips them from `tf.data.Dataset.random`) is reproducible with any number of parallel calls.
@@ -44,24 +46,6 @@ def filter_boxes(boxes, classes, image_height, image_width, min_size_px=2.0, ext
     if extra is not None:
         out = out + ({k: tf.boolean_mask(v, keep) for k, v in extra.items()},)
     return out
-
-
-def sampling_box(region, source_size, output_size):
-    """`tf.image.crop_and_resize` box that samples the normalized `region` [y0, x0, y1, x1] of a source image of
-    `source_size` (H, W) at the centres of an `output_size` (h, w) grid: output pixel i reads the region's point
-    y0 + (i + 1/2) / h * (y1 - y0), i.e. source pixel coordinate that * H - 1/2 (pixel centres at k + 1/2, as
-    `tf.image.resize`). crop_and_resize reads b0 * (H - 1) + i * (b1 - b0) * (H - 1) / (h - 1); solving at
-    i = 0 and i = h - 1 gives b0, b1. A region with y1 < y0 (or x1 < x0) samples a mirrored image."""
-    out = []
-    for lo, hi, n_src, n_out in ((region[0], region[2], source_size[0], output_size[0]),
-                                 (region[1], region[3], source_size[1], output_size[1])):
-        n_src = tf.cast(n_src, tf.float32)
-        n_out = tf.cast(n_out, tf.float32)
-        first = (lo + 0.5 / n_out * (hi - lo)) * n_src - 0.5
-        last = (lo + (n_out - 0.5) / n_out * (hi - lo)) * n_src - 0.5
-        out.append((first / tf.maximum(n_src - 1.0, 1.0), last / tf.maximum(n_src - 1.0, 1.0)))
-    (y0, y1), (x0, x1) = out
-    return tf.stack([y0, x0, y1, x1])
 
 
 class Augmenter:
@@ -122,32 +106,35 @@ class Augmenter:
         flip, zoom, shift = self.draw(seed)
         boxes = tf.reshape(tf.cast(boxes, tf.float32), [-1, 4])
         out_h, out_w = output_size[0], output_size[1]
+        out_size = tf.cast(tf.stack([out_h, out_w]), tf.float32)
 
-        # The region of the source shown by the output: s = 1/2 + (u - 1/2 - shift) * zoom at u = 0 and u = 1.
-        lo = 0.5 + (-0.5 - shift) * zoom
-        hi = 0.5 + (0.5 - shift) * zoom
-        x0 = tf.where(flip, 1.0 - lo[1], lo[1])
-        x1 = tf.where(flip, 1.0 - hi[1], hi[1])
-        source_size = tf.shape(image)[:2]
-        # One edge pixel of padding: output pixels less than half a pixel outside the image read its edge (as
-        # tf.image.resize does) instead of the fill value. The box above is in the padded image's coordinates.
-        scale = tf.cast(source_size, tf.float32) / tf.cast(source_size + 2, tf.float32)
-        offset = 1.0 / tf.cast(source_size + 2, tf.float32)
-        region = tf.stack([lo[0] * scale[0] + offset[0], x0 * scale[1] + offset[1],
-                           hi[0] * scale[0] + offset[0], x1 * scale[1] + offset[1]])
-        box = sampling_box(tf.unstack(region), source_size + 2, (out_h, out_w))
-        padded = tf.pad(image, [[1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
-        out = tf.image.crop_and_resize(padded[None], box[None], [0], [out_h, out_w], method="bilinear",
-                                       extrapolation_value=self.fill_value)[0]
-        out = tf.clip_by_value(out, 0.0, 255.0)
+        # The content (the whole source image) is stretched to (ch, cw) = output size / zoom and placed with
+        # its top-left corner at (top, left) of the output, both in whole pixels; that is the scale and shift
+        # of the draw rounded to the output's pixel grid.
+        content = tf.maximum(tf.round(out_size / zoom), 1.0)  # (ch, cw)
+        corner = tf.round((0.5 + shift) * out_size - content / 2.0)  # (top, left), may be negative
+        content_i, corner_i = tf.cast(content, tf.int32), tf.cast(corner, tf.int32)
+        image = tf.image.resize(tf.cast(image, tf.float32), content_i, method="bilinear")
+        image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
+        # Crop what falls outside the output, pad what the content does not cover.
+        start = tf.maximum(-corner_i, 0)
+        end = tf.minimum(content_i, tf.stack([out_h, out_w]) - corner_i)
+        image = image[start[0]:tf.maximum(end[0], start[0]), start[1]:tf.maximum(end[1], start[1])]
+        before = tf.maximum(corner_i, 0)
+        after = tf.stack([out_h, out_w]) - before - tf.shape(image)[:2]
+        image = tf.pad(image, [[before[0], after[0]], [before[1], after[1]], [0, 0]],
+                       constant_values=self.fill_value)
+        image = tf.clip_by_value(image, 0.0, 255.0)
         if isinstance(out_h, int) and isinstance(out_w, int):
-            out = tf.ensure_shape(out, [out_h, out_w, 3])
+            image = tf.ensure_shape(image, [out_h, out_w, 3])
 
-        # The boxes: mirror x, then u = (s - 1/2) / zoom + 1/2 + shift.
+        # The boxes: mirror x, then u = (s * content + corner) / output size on each axis.
         ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=1)
         xmin, xmax = tf.where(flip, 1.0 - xmax, xmin), tf.where(flip, 1.0 - xmin, xmax)
-        moved = (tf.stack([ymin, xmin, ymax, xmax], axis=1) - 0.5) / zoom + 0.5 + tf.tile(shift, [2])[None]
-        return (out,) + filter_boxes(moved, classes, out_h, out_w, self.min_size_px, extra)
+        scale = tf.tile(content / out_size, [2])[None]
+        offset = tf.tile(corner / out_size, [2])[None]
+        moved = tf.stack([ymin, xmin, ymax, xmax], axis=1) * scale + offset
+        return (image,) + filter_boxes(moved, classes, out_h, out_w, self.min_size_px, extra)
 
 
 _FLIP = None
