@@ -339,21 +339,18 @@ class AnchorEncoder(keras.layers.Layer):
 
     def _encode(self, anchors, boxes, classes, match, positive, ignored):
         match_idx, boxes_p, classes_p = match
-        matched_boxes = tf.gather(boxes_p, match_idx, batch_dims=1)  # [B, A, 4]
         matched_cls = tf.gather(classes_p, match_idx, batch_dims=1)  # [B, A]
-        class_targets = ops.where(
-            positive, matched_cls, ops.where(ignored, IGNORED, BACKGROUND)
-        )
-        class_targets = ops.cast(class_targets, "int32")
-        pos4 = ops.expand_dims(positive, -1)
-        safe_boxes = ops.where(pos4, matched_boxes, anchors[None])
-        deltas = box_coding.encode_deltas(anchors, safe_boxes, self.box_weights)
-        box_targets = ops.where(pos4, deltas, 0.0)
-        matched_boxes = ops.where(pos4, matched_boxes, 0.0)
+        class_targets = tf.where(positive, matched_cls, tf.where(ignored, IGNORED, BACKGROUND))
+        # Box targets exist only for the positive anchors (a few hundred of tens of thousands): they are
+        # encoded there and scattered into zeros.
+        where = tf.where(positive)  # [P, 2] (image, anchor)
+        pos_boxes = tf.gather_nd(boxes_p, tf.stack([where[:, 0], tf.cast(tf.gather_nd(match_idx, where), tf.int64)], 1))
+        deltas = box_coding.encode_deltas(tf.gather(anchors, where[:, 1]), pos_boxes, self.box_weights)
+        shape = tf.concat([tf.shape(positive, out_type=tf.int64), [4]], axis=0)
         return {
-            "class_targets": class_targets,
-            "box_targets": box_targets,
-            "matched_boxes": matched_boxes,
+            "class_targets": tf.cast(class_targets, tf.int32),
+            "box_targets": tf.scatter_nd(where, deltas, shape),
+            "matched_boxes": tf.scatter_nd(where, pos_boxes, shape),
         }
 
     def get_config(self):
