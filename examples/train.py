@@ -29,6 +29,13 @@ def parse_args(argv=None):
     data.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir (default: tfds' own)")
     data.add_argument("--image-size", type=int, default=128, help="square training and serving size in pixels")
     data.add_argument("--no-augment", action="store_true", help="disable flip and scale-jitter augmentation")
+    data.add_argument("--encode-in", default="auto", choices=["auto", "pipeline", "model"],
+                      help="where anchor targets are computed: in the tf.data pipeline (CPU) or in the train step "
+                           "(on the accelerator); auto: pipeline without a GPU/TPU, model with one "
+                           "(docs/input_pipeline.md)")
+    data.add_argument("--data-service", default=None, metavar="grpc://HOST:PORT",
+                      help="run the input pipeline on tf.data service workers of this dispatcher "
+                           "(start them with python -m keras_focal.data.service)")
     model = p.add_argument_group("model")
     model.add_argument("--backbone", default="resnet18", choices=["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"],
                        help="ResNet depth of the backbone (keras-hub ResNetBackbone)")
@@ -67,6 +74,15 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def encode_placement(requested, accelerated):
+    """Where anchor targets are computed. "auto": in the pipeline on a CPU-only machine (the CPU does the work
+    either way, and tf.data overlaps it with the train step), in the model when a GPU or TPU trains (the matching
+    is a few dense ops there, and the CPU cores stay free to decode)."""
+    if requested != "auto":
+        return requested
+    return "model" if accelerated else "pipeline"
+
+
 def main(argv=None):
     args = parse_args(argv)
     import keras
@@ -98,9 +114,16 @@ def main(argv=None):
             weight_decay=args.weight_decay, clipnorm=args.clipnorm)
         model.compile(optimizer=optimizer, jit_compile=args.jit_compile)
 
+    accelerated = bool(tf.config.list_logical_devices("GPU")) or args.tpu is not None
+    encode_in = encode_placement(args.encode_in, accelerated)
+    encoder = model.anchor_encoder if encode_in == "pipeline" else None
+    print(f"Anchor targets encoded in the {encode_in}" + (f"; input from tf.data service {args.data_service}"
+                                                         if args.data_service else ""))
     train_ds = data.make_dataset(
         train_examples, image_size=size, batch_size=args.batch_size,
-        encoder=model.anchor_encoder, augment=not args.no_augment, shuffle=True, repeat=True, seed=args.seed)
+        encoder=encoder, augment=not args.no_augment, shuffle=True, repeat=True, seed=args.seed)
+    if args.data_service:
+        train_ds = data.service.distribute(train_ds, args.data_service)
     eval_ds = data.load(args.dataset, args.eval_split, data_dir=args.data_dir)
 
     os.makedirs(args.model_dir, exist_ok=True)
@@ -124,7 +147,7 @@ def main(argv=None):
         def worker_dataset(context):
             return data.make_dataset(
                 train_examples.shard(context.num_input_pipelines, context.input_pipeline_id), image_size=size,
-                batch_size=context.get_per_replica_batch_size(args.batch_size), encoder=model.anchor_encoder,
+                batch_size=context.get_per_replica_batch_size(args.batch_size), encoder=encoder,
                 augment=not args.no_augment, shuffle=True, repeat=True, seed=args.seed)
 
         loop_callbacks = [c for c in callbacks if not isinstance(c, keras.callbacks.BackupAndRestore)

@@ -9,7 +9,7 @@ contract's box format, box-aware augmentation and the batched training pipeline.
 Importing this package registers `keras_focal_shapes` with tensorflow-datasets.
 """
 
-from keras_focal.data import shapes_dataset
+from keras_focal.data import service, shapes_dataset
 from keras_focal.data.augment import Augmenter, filter_boxes, flip_left_right
 from keras_focal.data.catalog import (
     COCO_CATEGORY_IDS,
@@ -31,5 +31,5 @@ __all__ = [
     "Augmenter", "COCO_CATEGORY_IDS", "COCO_CLASS_NAMES", "DatasetInfo", "KerasFocalShapes", "SHAPES_CLASS_NAMES",
     "ShapesConfig", "VOC_CLASS_NAMES", "available_datasets", "build_shapes_dataset", "clean_annotations",
     "dataset_info", "filter_boxes", "flip_left_right", "generate_example", "load", "make_dataset", "pad_targets",
-    "resize_image", "resolve_name",
+    "resize_image", "resolve_name", "service",
 ]
