@@ -70,7 +70,7 @@ class RetinaNet(keras.Model):
         sync_batchnorm: training-mode BatchNorms of the backbone compute their statistics over the global batch,
             across replicas and workers (`BatchNormalization(synchronized=True)`). `None` (default) synchronizes
             exactly when the BatchNorms are not frozen and the model is built under a strategy with more than one
-            replica, so the result does not depend on how the global batch is split; see README.md, "Scale out".
+            replica, so the result does not depend on how the global batch is split; see docs/distributed.md.
         score_threshold, iou_threshold, pre_nms_topk, max_detections: decoding (0.05, 0.5 or 0.6 for GFL, 1000, 100).
         focal_alpha, focal_gamma: focal loss of the RetinaNet head (0.25, 2.0; Sec. 3.2 and Table 1b).
         reg_max: GFL distribution bins minus one (16 -> 17 bins).
