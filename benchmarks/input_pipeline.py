@@ -101,11 +101,10 @@ def coco_examples(json_path):
 def keras_focal_rows(examples, size, batch_size, rows):
     """{row name: a function returning a fresh iterator of batches} for one image size."""
     from keras_focal.data import make_dataset
-    from keras_focal.layers import AnchorEncoder
-    from keras_focal.models.retinanet import default_anchor_generator
+    from keras_focal.models.heads import GFLHead, RetinaNetHead
 
-    retina = AnchorEncoder(default_anchor_generator("retina"), assigner="iou")
-    gfl = AnchorEncoder(default_anchor_generator("gfl"), assigner="atss")
+    retina = RetinaNetHead().anchor_encoder()
+    gfl = GFLHead().anchor_encoder()
 
     def pipeline(**kwargs):
         ds = make_dataset(examples, image_size=(size, size), batch_size=batch_size, repeat=True, **kwargs)

@@ -226,9 +226,9 @@ def _cases(rng):
 
 @pytest.mark.parametrize("assigner", ["iou", "atss"])
 def test_same_targets_as_the_dense_encoder(assigner):
-    from keras_focal.models.retinanet import default_anchor_generator
+    from keras_focal.models.heads import GFLHead, RetinaNetHead
 
-    enc = AnchorEncoder(default_anchor_generator("retina" if assigner == "iou" else "gfl"), assigner=assigner)
+    enc = (RetinaNetHead() if assigner == "iou" else GFLHead()).anchor_encoder()
     h, w = 128, 192
     rng = np.random.default_rng(11)
     cases = list(_cases(rng))

@@ -5,49 +5,12 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from keras_focal.boxes import BACKGROUND, IGNORED, centers, pairwise_iou, valid_boxes_mask
 from keras_focal.layers import box_coding
 from keras_focal.layers.anchor_generator import AnchorGenerator
 
-BACKGROUND = -1
-IGNORED = -2
 # Where non-real boxes are moved for the grid IoU: no anchor reaches it, so their IoU is exactly 0.
 FAR_AWAY = 1e9
-
-
-def pairwise_iou(boxes1, boxes2):
-    """IoU of yxyx boxes, ``[N, 4] x [B, M, 4] -> [B, N, M]`` (any ranks accepted by compute_iou).
-
-    ``keras.utils.bounding_boxes.compute_iou`` divides by ``union + 1e-7``. In normalized coordinates the
-    union of a small anchor is ~1e-4, so that epsilon moves an IoU of exactly 0.5 to 0.4995 and flips it
-    across the positive threshold; we divide by ``max(union, tiny)`` instead (exact IoU, 0 for empty
-    boxes), which is what torchvision's ``box_iou`` computes.
-    """
-    boxes1 = ops.cast(boxes1, "float32")
-    boxes2 = ops.cast(boxes2, "float32")
-    y1a, x1a, y2a, x2a = [boxes1[..., i] for i in range(4)]
-    y1b, x1b, y2b, x2b = [boxes2[..., i] for i in range(4)]
-    # boxes1 [N] -> [..., N, 1]; boxes2 [..., M] -> [..., 1, M]
-    y1a, x1a, y2a, x2a = [ops.expand_dims(t, -1) for t in (y1a, x1a, y2a, x2a)]
-    y1b, x1b, y2b, x2b = [ops.expand_dims(t, -2) for t in (y1b, x1b, y2b, x2b)]
-    ih = ops.maximum(ops.minimum(y2a, y2b) - ops.maximum(y1a, y1b), 0.0)
-    iw = ops.maximum(ops.minimum(x2a, x2b) - ops.maximum(x1a, x1b), 0.0)
-    inter = ih * iw
-    area_a = ops.maximum(y2a - y1a, 0.0) * ops.maximum(x2a - x1a, 0.0)
-    area_b = ops.maximum(y2b - y1b, 0.0) * ops.maximum(x2b - x1b, 0.0)
-    union = area_a + area_b - inter
-    return inter / ops.maximum(union, 1e-12)
-
-
-def valid_boxes_mask(boxes, classes):
-    """bool ``[..., M]``: a real ground-truth box (class >= 0, finite, strictly positive height and width)."""
-    boxes = ops.cast(boxes, "float32")
-    h = boxes[..., 2] - boxes[..., 0]
-    w = boxes[..., 3] - boxes[..., 1]
-    finite = ops.all(ops.isfinite(boxes), axis=-1)
-    return ops.logical_and(
-        ops.logical_and(ops.greater_equal(ops.cast(classes, "int32"), 0), finite),
-        ops.logical_and(ops.greater(h, 0.0), ops.greater(w, 0.0)),
-    )
 
 
 def _is_static(x):
@@ -258,7 +221,7 @@ class AnchorEncoder(keras.layers.Layer):
             iw = overlap(level["x"][..., 0], level["x"][..., 1], far[..., 1], far[..., 3])  # [B, fw, k, M]
             inter = ih[:, :, None] * iw[:, None]  # [B, fh, fw, k, M]
             union = level["area"][None, ..., None] + area_b[:, None, None, None, :] - inter
-            iou = inter / ops.maximum(union, 1e-12)
+            iou = tf.math.divide_no_nan(inter, union)  # 0 where the union is 0, as boxes.pairwise_iou
             ious.append(iou)
             # tf.argmax, not ops.argmax: Keras' version first rewrites -0.0 over the whole [A, M] tensor, which
             # only changes the match of anchors whose best IoU is 0, and those are never positive.
@@ -288,8 +251,8 @@ class AnchorEncoder(keras.layers.Layer):
         h_img = ops.cast(image_height, "float32")
         w_img = ops.cast(image_width, "float32")
         iou = pairwise_iou(anchors, boxes)  # [B, A, M]
-        a_ctr = box_coding.anchor_centers(anchors)  # [A, 2]
-        g_ctr = box_coding.anchor_centers(boxes)  # [B, M, 2]
+        a_ctr = centers(anchors)  # [A, 2]
+        g_ctr = centers(boxes)  # [B, M, 2]
         dy = (a_ctr[None, :, None, 0] - g_ctr[:, None, :, 0]) * h_img
         dx = (a_ctr[None, :, None, 1] - g_ctr[:, None, :, 1]) * w_img
         dist = ops.sqrt(dy * dy + dx * dx)  # [B, A, M], pixels
