@@ -30,9 +30,8 @@ def parse_args(argv=None):
     data.add_argument("--image-size", type=int, default=128, help="square training and serving size in pixels")
     data.add_argument("--no-augment", action="store_true", help="disable flip and scale-jitter augmentation")
     data.add_argument("--encode-in", default="auto", choices=["auto", "pipeline", "model"],
-                      help="where anchor targets are computed: in the tf.data pipeline (CPU) or in the train step "
-                           "(on the accelerator); auto: pipeline without a GPU/TPU, model with one "
-                           "(docs/input_pipeline.md)")
+                      help="where anchor targets are computed: in the tf.data pipeline or in the train step; "
+                           "auto: pipeline with --data-service, model otherwise (docs/input_pipeline.md)")
     data.add_argument("--data-service", default=None, metavar="grpc://HOST:PORT",
                       help="run the input pipeline on tf.data service workers of this dispatcher "
                            "(start them with python -m keras_focal.data.service)")
@@ -74,13 +73,14 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def encode_placement(requested, accelerated):
-    """Where anchor targets are computed. "auto": in the pipeline on a CPU-only machine (the CPU does the work
-    either way, and tf.data overlaps it with the train step), in the model when a GPU or TPU trains (the matching
-    is a few dense ops there, and the CPU cores stay free to decode)."""
+def encode_placement(requested, data_service):
+    """Where anchor targets are computed. "auto": in the pipeline when tf.data service workers run it (their CPU
+    is not the trainer's), else in the model: on this 2-core CPU the train step with in-graph encoding was as fast
+    or faster than encoding in tf.data (benchmarks/encode_placement.py), and on a GPU or TPU the matching is a few
+    dense ops while the host's cores are needed to decode."""
     if requested != "auto":
         return requested
-    return "model" if accelerated else "pipeline"
+    return "pipeline" if data_service else "model"
 
 
 def main(argv=None):
@@ -114,8 +114,7 @@ def main(argv=None):
             weight_decay=args.weight_decay, clipnorm=args.clipnorm)
         model.compile(optimizer=optimizer, jit_compile=args.jit_compile)
 
-    accelerated = bool(tf.config.list_logical_devices("GPU")) or args.tpu is not None
-    encode_in = encode_placement(args.encode_in, accelerated)
+    encode_in = encode_placement(args.encode_in, args.data_service)
     encoder = model.anchor_encoder if encode_in == "pipeline" else None
     print(f"Anchor targets encoded in the {encode_in}" + (f"; input from tf.data service {args.data_service}"
                                                          if args.data_service else ""))

@@ -44,10 +44,12 @@ def make_dataset(ds, image_size=(128, 128), batch_size=8, encoder=None, augment=
     image_size: (H, W) every image is stretched to.
     batch_size: examples per batch (the global batch size under tf.distribute).
     encoder: None, or a callable `encoder(boxes [M, 4], classes [M], H, W) -> dict` (e.g. an
-        `keras_focal.layers.AnchorEncoder`, returning "class_targets", "box_targets", "matched_boxes"); called
-        per example, unbatched, inside the map, on the padded ground truth (padding has class -1); its outputs
-        are merged into the targets.
+        `keras_focal.layers.AnchorEncoder`, returning "class_targets", "box_targets", "matched_boxes",
+        "matched_indices"); called per example, unbatched, inside the map, on the padded ground truth (padding
+        has class -1; the encoder skips it); its outputs are merged into the targets. Per example is faster than
+        one batched call after `batch()` on a CPU (docs/input_pipeline.md).
     augment: True for the default `Augmenter()` (flip + scale jitter 0.8-1.25 with random crop/pad), or False.
+        The stretch to image_size and the augmentation are then one resize of the decoded image.
     augmenter: a custom `Augmenter` (implies augment).
     shuffle: False, True (buffer of 512 examples) or an int buffer size. Shuffles the raw examples.
     max_boxes: ground truth is cut / padded with -1 to this many boxes.
