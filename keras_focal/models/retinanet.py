@@ -81,7 +81,7 @@ class RetinaNet(keras.Model):
         sync_batchnorm: training-mode BatchNorms of the backbone compute their statistics over the global batch,
             across replicas and workers (`BatchNormalization(synchronized=True)`). `None` (default) synchronizes
             exactly when the BatchNorms are not frozen and the model is built under a strategy with more than one
-            replica, so the result does not depend on how the global batch is split.
+            replica, so the result does not depend on how the global batch is split; see docs/distributed.md.
         score_threshold, iou_threshold, pre_nms_topk, max_detections: decoding (0.05, the head's NMS IoU when
             None: 0.5 RetinaNet, 0.6 GFL, 1000, 100). Attributes of the same names change them later.
         focal_alpha, focal_gamma: focal loss of head="retina" (0.25, 2.0 when None; Sec. 3.2 and Table 1b).
