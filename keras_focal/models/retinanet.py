@@ -74,17 +74,23 @@ class RetinaNet(keras.Model):
         score_threshold, iou_threshold, pre_nms_topk, max_detections: decoding (0.05, 0.5 or 0.6 for GFL, 1000, 100).
         focal_alpha, focal_gamma: focal loss of the RetinaNet head (0.25, 2.0; Sec. 3.2 and Table 1b).
         reg_max: GFL distribution bins minus one (16 -> 17 bins).
+        class_names: None, or one name per class (index = detection class); kept in `get_config`, so a `.keras`
+            file knows them, and written beside an exported SavedModel as `assets/labels.txt`.
     """
 
     def __init__(self, num_classes, backbone="resnet50", head="retina", fpn_width=256, head_convs=4,
                  image_size=(512, 512), backbone_weights=None, freeze_stem=False, freeze_batchnorm=None,
                  score_threshold=0.05, iou_threshold=None, pre_nms_topk=1000, max_detections=100,
-                 focal_alpha=0.25, focal_gamma=2.0, reg_max=16, sync_batchnorm=None,
+                 focal_alpha=0.25, focal_gamma=2.0, reg_max=16, sync_batchnorm=None, class_names=None,
                  **kwargs):
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if class_names is not None:
+            class_names = tuple(str(n) for n in class_names)
+            if len(class_names) != int(num_classes) or any("\n" in n or "\r" in n for n in class_names):
+                raise ValueError(f"class_names must be {num_classes} one-line names, got {list(class_names)}")
         if freeze_batchnorm is None:
             freeze_batchnorm = backbone_weights is not None and not sync_batchnorm
         if sync_batchnorm is None:
@@ -107,6 +113,7 @@ class RetinaNet(keras.Model):
         super().__init__(inputs=images, outputs=outputs, name=name, **kwargs)
 
         self.num_classes = int(num_classes)
+        self.class_names = class_names
         self.backbone_spec = backbone
         self.head = head
         self.fpn_width = fpn_width
@@ -224,6 +231,7 @@ class RetinaNet(keras.Model):
             "focal_alpha": self.focal_alpha,
             "focal_gamma": self.focal_gamma,
             "reg_max": self.reg_max,
+            "class_names": None if self.class_names is None else list(self.class_names),
         }
 
     @classmethod

@@ -15,6 +15,7 @@ import os
 
 from keras_focal.data.sources import coco_json, voc, yolo
 from keras_focal.data.sources._records import (
+    IMAGE_SUFFIXES,
     ON_ERROR,
     Annotations,
     DataSourceError,
@@ -94,6 +95,6 @@ def read(source, split="train", *, image_dir=None, class_names=None, keep_diffic
 
 
 __all__ = [
-    "Annotations", "DataSourceError", "KINDS", "ON_ERROR", "Problems", "VOC_CLASS_NAMES", "coco_json",
+    "Annotations", "DataSourceError", "IMAGE_SUFFIXES", "KINDS", "ON_ERROR", "Problems", "VOC_CLASS_NAMES", "coco_json",
     "decode_image_file", "describe", "kind_of", "read", "stream", "voc", "yolo",
 ]

@@ -20,6 +20,8 @@ import numpy as np
 import tensorflow as tf
 
 ON_ERROR = ("raise", "skip")
+# The image files a source or a folder of photos may hold (what tf.io.decode_image reads).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 # How many offending examples a warning or an error message names.
 NAMED_PROBLEMS = 5
 

@@ -17,9 +17,7 @@ import os
 
 import numpy as np
 
-from keras_focal.data.sources._records import Annotations, DataSourceError, Problems, clipped
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+from keras_focal.data.sources._records import IMAGE_SUFFIXES, Annotations, DataSourceError, Problems, clipped
 SPLIT_KEYS = {"train": "train", "validation": "val", "val": "val", "test": "test"}
 
 
