@@ -94,7 +94,7 @@ class Problems:
                                   "(pass on_error='skip' to leave these examples out)")
         keep = [i for i in range(len(annotations)) if i not in self.bad_images]
         warnings.warn(f"{self.source}: skipped {len(annotations) - len(keep)} of {len(annotations)} images "
-                      f"({len(self.messages)} problem(s)):\n  {first}{more}", stacklevel=3)
+                      f"({len(self.messages)} problem(s)):\n  {first}{more}", stacklevel=4)
         return annotations.subset(keep)
 
 
