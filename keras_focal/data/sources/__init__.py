@@ -22,6 +22,7 @@ from keras_focal.data.sources._records import (
     Problems,
     check_images_exist,
     decode_image_file,
+    image_size_from_header,
     require_path,
     stream,
 )
@@ -96,5 +97,5 @@ def read(source, split="train", *, image_dir=None, class_names=None, keep_diffic
 
 __all__ = [
     "Annotations", "DataSourceError", "IMAGE_SUFFIXES", "KINDS", "ON_ERROR", "Problems", "VOC_CLASS_NAMES", "coco_json",
-    "decode_image_file", "describe", "kind_of", "read", "stream", "voc", "yolo",
+    "decode_image_file", "describe", "image_size_from_header", "kind_of", "read", "stream", "voc", "yolo",
 ]

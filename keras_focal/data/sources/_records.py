@@ -119,6 +119,17 @@ def clipped(boxes):
     return boxes.astype(np.float32), keep
 
 
+def image_size_from_header(path):
+    """(height, width) from an image file's header (PIL reads no pixel data for this), (0, 0) if it does not read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.height, image.width
+    except OSError:
+        return 0, 0
+
+
 def check_images_exist(annotations, problems):
     """Records a problem for every image file that is missing (os.stat only; nothing is decoded)."""
     for i, path in enumerate(annotations.image_paths):

@@ -21,7 +21,13 @@ import xml.etree.ElementTree as ElementTree
 
 import numpy as np
 
-from keras_focal.data.sources._records import Annotations, DataSourceError, Problems, normalized_boxes
+from keras_focal.data.sources._records import (
+    Annotations,
+    DataSourceError,
+    Problems,
+    image_size_from_header,
+    normalized_boxes,
+)
 
 VOC_CLASS_NAMES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
@@ -145,7 +151,7 @@ def read(root, split="train", image_dir=None, class_names=None, keep_difficult=F
         path = os.path.join(image_dir, filename or stem + ".jpg")
         paths.append(path)
         if not (size[0] > 0 and size[1] > 0) and os.path.isfile(path):
-            size = _image_size(path)
+            size = image_size_from_header(path)
             if not (size[0] > 0 and size[1] > 0):
                 problems.add(file, f"no <size> and the header of {path} does not read as an image", image=image)
         sizes.append((int(size[0]), int(size[1])))
@@ -165,14 +171,3 @@ def read(root, split="train", image_dir=None, class_names=None, keep_difficult=F
     crowd = [np.zeros(len(c), bool) for c in classes]
     return Annotations(root, class_names, tuple(range(1, len(class_names) + 1)), paths, ids, sizes, boxes, classes,
                        crowd), problems
-
-
-def _image_size(path):
-    """(height, width) from the image header (PIL reads no pixel data for this)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            return image.height, image.width
-    except OSError:
-        return 0, 0
