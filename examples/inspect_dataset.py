@@ -6,7 +6,7 @@
 
 It prints the number of images, the boxes per class, the images without boxes, the image sizes, the boxes smaller
 than 8 px at the training size, and the anchor coverage per FPN level for the chosen head and image size (the
-share of boxes that get a positive anchor on each level, keras_focal.layers.diagnostics.anchor_coverage). It writes
+share of boxes that get a positive anchor on each level, keras_focal.diagnostics.anchor_coverage). It writes
 two PNGs to --output-dir: box_sizes.png (a histogram of box sizes at the training size, anchor sizes marked) and
 gallery.png (the first --num-images images with their boxes and class names drawn).
 
@@ -73,12 +73,11 @@ def _coverage(boxes, classes, head, size, max_images):
     import tensorflow as tf
 
     from keras_focal.data.pipeline import pad_targets
-    from keras_focal.layers import AnchorEncoder
-    from keras_focal.layers.diagnostics import anchor_coverage
-    from keras_focal.models.retinanet import default_anchor_generator
+    from keras_focal.diagnostics import anchor_coverage
+    from keras_focal.models.heads import get_head
 
-    generator = default_anchor_generator(head)
-    encoder = AnchorEncoder(anchor_generator=generator, assigner="iou" if head == "retina" else "atss")
+    encoder = get_head(head).anchor_encoder()
+    generator = encoder.anchor_generator
     boxes, classes = boxes[:max_images], classes[:max_images]
     max_boxes = max([len(c) for c in classes] + [1])
     padded = [pad_targets(b, c, max_boxes) for b, c in zip(boxes, classes)]
