@@ -1,7 +1,6 @@
 """The scripts end to end on your own data: train.py (one step, evaluation, export), evaluate.py, predict.py and
 inspect_dataset.py on a tiny COCO JSON and a tiny YOLO YAML, with a tiny backbone and small images."""
 
-import functools
 import importlib.util
 import json
 import os
@@ -9,6 +8,7 @@ import os
 import numpy as np
 import pytest
 
+import keras_focal.evaluation
 import keras_focal.models
 from _own_data import CLASSES, write_coco, write_yolo
 from _tiny import tiny_backbone
@@ -70,11 +70,23 @@ def test_coco_json_train_evaluate_predict(tiny_retinanet, tmp_path, capsys):
     assert {name for found in predictions.values() for name, _ in found} <= {"cat", "bird", "dog"}
 
 
-def test_yolo_yaml_train_and_missing_source(tiny_retinanet, tmp_path, capsys):
+def test_yolo_yaml_train_inspect_and_missing_source(tiny_retinanet, tmp_path, capsys):
+    # One step and the evaluation; the export is the COCO test's (it does not depend on the source format).
     data_yaml = write_yolo(str(tmp_path / "yolo"))
-    metrics = _example("train").main(_train_args(data_yaml, tmp_path, "--eval-dataset", data_yaml))
+    metrics = _example("train").main(_train_args(data_yaml, tmp_path, "--eval-dataset", data_yaml,
+                                                 "--export-dir", ""))
     assert 0.0 <= metrics["AP50"] <= 1.0 or np.isnan(metrics["AP50"])
-    assert (tmp_path / "export" / "1" / "assets" / "labels.txt").read_text() == "".join(c + "\n" for c in CLASSES)
+    model = keras_focal.evaluation.load_detector(str(tmp_path / "run" / "model.keras"))
+    assert model.class_names == CLASSES
+
+    stats = _example("inspect_dataset").main([data_yaml, "--image-size", "64", "--num-images", "3",
+                                              "--output-dir", str(tmp_path / "inspect")])
+    out = capsys.readouterr().out
+    assert stats["images"] == 3 and stats["boxes"] == 4 and stats["images_without_boxes"] == 1
+    assert stats["boxes_per_class"] == {"bird": 1, "cat": 1, "dog": 2}
+    # At 64 px the 20 x 24 px bird box is 20 * 64 / 64 = 20 px wide: no box under 8 px.
+    assert stats["small_boxes"] == 0 and "P3 (stride   8" in out and "image sizes" in out
+    assert sorted(os.listdir(tmp_path / "inspect")) == ["box_sizes.png", "gallery.png"]
     with pytest.raises(SystemExit, match="no/such/data.yaml does not exist"):
         _example("train").main(_train_args(str(tmp_path / "no" / "such" / "data.yaml"), tmp_path))
     with pytest.raises(SystemExit, match="missing.json does not exist"):
