@@ -137,6 +137,19 @@ class COCOEvalCallback(keras.callbacks.Callback):
             self._evaluate(epoch, logs)
 
 
+def detector_class_names(model):
+    """The class names a detector carries, or None: `model.class_names` (a RetinaNet, also after loading a
+    `.keras` file) or, for a loaded SavedModel, its `assets/labels.txt`."""
+    names = getattr(model, "class_names", None)
+    if names:
+        return tuple(str(n) for n in names)
+    asset = getattr(model, "class_names_file", None)
+    if asset is None:
+        return None
+    with open(asset.asset_path.numpy().decode("utf-8"), encoding="utf-8") as f:
+        return tuple(line.rstrip("\n") for line in f)
+
+
 def load_detector(path):
     """Loads a detector for evaluation / prediction from a `.keras` file (a `keras_focal.models.RetinaNet`, which
     has `.detect`), a SavedModel directory (`saved_model.pb` inside; run through its `serving_default` signature),

@@ -86,16 +86,22 @@ class RetinaNet(keras.Model):
             None: 0.5 RetinaNet, 0.6 GFL, 1000, 100). Attributes of the same names change them later.
         focal_alpha, focal_gamma: focal loss of head="retina" (0.25, 2.0 when None; Sec. 3.2 and Table 1b).
         reg_max: distribution bins minus one of head="gfl" (16 when None: 17 bins).
+        class_names: None, or one name per class (index = detection class); kept in `get_config`, so a `.keras`
+            file knows them, and written beside an exported SavedModel as `assets/labels.txt`.
     """
 
     def __init__(self, num_classes, backbone="resnet50", head="retina", fpn_width=256, head_convs=None,
                  image_size=(512, 512), backbone_weights=None, freeze_stem=False, freeze_batchnorm=None,
                  score_threshold=0.05, iou_threshold=None, pre_nms_topk=1000, max_detections=100,
-                 focal_alpha=None, focal_gamma=None, reg_max=None, sync_batchnorm=None,
+                 focal_alpha=None, focal_gamma=None, reg_max=None, sync_batchnorm=None, class_names=None,
                  **kwargs):
         head = get_head(head, **_named_head_arguments(head, head_convs, focal_alpha, focal_gamma, reg_max))
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if class_names is not None:
+            class_names = tuple(str(n) for n in class_names)
+            if len(class_names) != int(num_classes) or any("\n" in n or "\r" in n for n in class_names):
+                raise ValueError(f"class_names must be {num_classes} one-line names, got {list(class_names)}")
         if freeze_batchnorm is None:
             freeze_batchnorm = backbone_weights is not None and not sync_batchnorm
         if sync_batchnorm is None:
@@ -114,6 +120,7 @@ class RetinaNet(keras.Model):
         super().__init__(inputs=images, outputs=outputs, name=name, **kwargs)
 
         self.num_classes = int(num_classes)
+        self.class_names = class_names
         self.backbone_spec = backbone
         self.detection_head = head
         self.fpn_width = fpn_width
@@ -261,6 +268,7 @@ class RetinaNet(keras.Model):
             "freeze_batchnorm": self.freeze_batchnorm,
             "sync_batchnorm": self.sync_batchnorm,
             **{k: getattr(self, k) for k in DECODING_SETTINGS},
+            "class_names": None if self.class_names is None else list(self.class_names),
         }
 
     @classmethod
