@@ -16,24 +16,26 @@ def prior_bias(prior=PRIOR_PROBABILITY):
     return -math.log((1.0 - prior) / prior)
 
 
-def _conv(filters, name, bias=0.0):
+def _conv(filters, name, bias=0.0, use_bias=True):
     return keras.layers.Conv2D(
         filters,
         3,
         padding="same",
+        use_bias=use_bias,
         kernel_initializer=keras.initializers.get(HEAD_KERNEL_INIT),
         bias_initializer=keras.initializers.Constant(bias),
         name=name,
     )
 
 
-def _tower(width, num_convs, name, group_norm):
+def _tower(width, num_convs, name, group_norm, conv_bias=True, epsilon=1e-3):
     """num_convs x (3x3 conv, [GroupNorm], ReLU); the layers are created once and shared across levels."""
     layers = []
     for i in range(num_convs):
-        layers.append(_conv(width, f"{name}_conv{i}"))
+        layers.append(_conv(width, f"{name}_conv{i}", use_bias=conv_bias))
         if group_norm:
-            layers.append(keras.layers.GroupNormalization(groups=min(32, width), name=f"{name}_gn{i}"))
+            layers.append(keras.layers.GroupNormalization(groups=min(32, width), epsilon=epsilon,
+                                                          name=f"{name}_gn{i}"))
         layers.append(keras.layers.ReLU(name=f"{name}_relu{i}"))
     return layers
 
@@ -52,11 +54,15 @@ def _flatten_levels(maps, channels, name):
     return keras.layers.Activation("linear", dtype="float32", name=name)(joined)
 
 
-def retina_head(features, num_classes, num_anchors=9, width=256, num_convs=4):
+def retina_head(features, num_classes, num_anchors=9, width=256, num_convs=4, group_norm=False):
     """RetinaNet subnets: four 3x3 convs + ReLU each, no weights shared between the class and box subnets,
-    weights shared across levels; the class subnet's last conv starts at the prior bias (Sec. 4, Fig. 3)."""
-    class_tower = _tower(width, num_convs, "class_subnet", group_norm=False)
-    box_tower = _tower(width, num_convs, "box_subnet", group_norm=False)
+    weights shared across levels; the class subnet's last conv starts at the prior bias (Sec. 4, Fig. 3).
+
+    `group_norm=True` is torchvision's v2 head (`retinanet_resnet50_fpn_v2`): each tower conv has no bias and is
+    followed by GroupNorm(32) with torch's epsilon 1e-5, before the ReLU."""
+    tower = dict(group_norm=group_norm, conv_bias=not group_norm, epsilon=1e-5)
+    class_tower = _tower(width, num_convs, "class_subnet", **tower)
+    box_tower = _tower(width, num_convs, "box_subnet", **tower)
     class_out = _conv(num_anchors * num_classes, "class_subnet_logits", bias=prior_bias())
     box_out = _conv(num_anchors * 4, "box_subnet_deltas")
     class_maps = [class_out(_apply(class_tower, f)) for f in features]

@@ -74,13 +74,21 @@ class RetinaNet(keras.Model):
         score_threshold, iou_threshold, pre_nms_topk, max_detections: decoding (0.05, 0.5 or 0.6 for GFL, 1000, 100).
         focal_alpha, focal_gamma: focal loss of the RetinaNet head (0.25, 2.0; Sec. 3.2 and Table 1b).
         reg_max: GFL distribution bins minus one (16 -> 17 bins).
+        anchor_generator: an `AnchorGenerator` (or its config) replacing the head's default anchors, e.g.
+            torchvision's conventions (see `keras_focal.models.torchvision`).
+        extra_levels_from: "c5" or "p5", the input of P6 (None: C5 for the RetinaNet head, P5 for GFL).
+        group_norm: GroupNorm(32) in the RetinaNet head towers (torchvision's v2 head).
+        symmetric_padding: pad the FPN's stride-2 convs (P6, P7) on every side, as torch does.
+        trainable_backbone_layers: torchvision's meaning: how many of the backbone's stages, counted from C5
+            down to the stem (layer4, layer3, layer2, layer1, conv1), are trained; None trains all (0-5).
     """
 
     def __init__(self, num_classes, backbone="resnet50", head="retina", fpn_width=256, head_convs=4,
                  image_size=(512, 512), backbone_weights=None, freeze_stem=False, freeze_batchnorm=None,
                  score_threshold=0.05, iou_threshold=None, pre_nms_topk=1000, max_detections=100,
                  focal_alpha=0.25, focal_gamma=2.0, reg_max=16, sync_batchnorm=None,
-                 **kwargs):
+                 anchor_generator=None, extra_levels_from=None, group_norm=False, symmetric_padding=False,
+                 trainable_backbone_layers=None, **kwargs):
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         if int(num_classes) < 1:
@@ -95,12 +103,22 @@ class RetinaNet(keras.Model):
             backbone = keras.saving.deserialize_keras_object(backbone)
 
         images = keras.Input(shape=(None, None, 3), name="images")
-        features = build_backbone(backbone, backbone_weights, freeze_stem, freeze_batchnorm, sync_batchnorm)
+        if group_norm and head != "retina":
+            raise ValueError("group_norm is an option of the 'retina' head (the GFL head always has GroupNorm)")
+        features = build_backbone(backbone, backbone_weights, freeze_stem, freeze_batchnorm, sync_batchnorm,
+                                  trainable_backbone_layers=trainable_backbone_layers)
         c3, c4, c5 = features(ImageNormalization(name="normalization")(images))
-        pyramid = feature_pyramid(c3, c4, c5, fpn_width, extra_levels_from="c5" if head == "retina" else "p5")
-        anchor_generator = default_anchor_generator(head)
+        if extra_levels_from is None:
+            extra_levels_from = "c5" if head == "retina" else "p5"
+        pyramid = feature_pyramid(c3, c4, c5, fpn_width, extra_levels_from=extra_levels_from,
+                                  symmetric_padding=symmetric_padding)
+        if anchor_generator is None:
+            anchor_generator = default_anchor_generator(head)
+        else:
+            anchor_generator = kf_layers.AnchorGenerator.resolve(anchor_generator)
         if head == "retina":
-            outputs = retina_head(pyramid, num_classes, anchor_generator.anchors_per_location, fpn_width, head_convs)
+            outputs = retina_head(pyramid, num_classes, anchor_generator.anchors_per_location, fpn_width, head_convs,
+                                  group_norm=group_norm)
         else:
             outputs = gfl_head(pyramid, num_classes, fpn_width, head_convs, reg_max)
         name = kwargs.pop("name", f"{head}net" if head == "retina" else "gfl")
@@ -123,6 +141,10 @@ class RetinaNet(keras.Model):
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
         self.reg_max = reg_max
+        self.extra_levels_from = extra_levels_from
+        self.group_norm = bool(group_norm)
+        self.symmetric_padding = bool(symmetric_padding)
+        self.trainable_backbone_layers = trainable_backbone_layers
 
         self.anchor_generator = anchor_generator
         self.anchor_encoder = kf_layers.AnchorEncoder(
@@ -224,6 +246,11 @@ class RetinaNet(keras.Model):
             "focal_alpha": self.focal_alpha,
             "focal_gamma": self.focal_gamma,
             "reg_max": self.reg_max,
+            "anchor_generator": keras.saving.serialize_keras_object(self.anchor_generator),
+            "extra_levels_from": self.extra_levels_from,
+            "group_norm": self.group_norm,
+            "symmetric_padding": self.symmetric_padding,
+            "trainable_backbone_layers": self.trainable_backbone_layers,
         }
 
     @classmethod
