@@ -23,7 +23,8 @@ def _nms(boxes, scores, iou_threshold):
     width = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None)
     height = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None)
     inter = width * height
-    overlaps = inter / (area[:, None] + area[None, :] - inter) > iou_threshold
+    with np.errstate(invalid="ignore", divide="ignore"):  # 0 / 0 for two empty boxes: not an overlap
+        overlaps = inter / (area[:, None] + area[None, :] - inter) > iou_threshold
     suppressed = np.zeros(len(b), dtype=bool)
     keep = []
     for i in range(len(b)):
@@ -51,3 +52,44 @@ def import_torchvision():
 
     torchvision.extension._has_ops = lambda: True
     return torchvision
+
+
+def randomize_normalization(module, seed=0):
+    """Random BatchNorm statistics and affine parameters and random GroupNorm parameters, so that no
+    normalization layer of the reference is an identity and a wrong mapping of any of them shows."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, torch.nn.BatchNorm2d):
+                channels = layer.num_features
+                layer.running_mean.copy_(torch.randn(channels, generator=generator) * 0.1)
+                layer.running_var.copy_(torch.rand(channels, generator=generator) * 0.5 + 0.75)
+            if isinstance(layer, (torch.nn.BatchNorm2d, torch.nn.GroupNorm)):
+                channels = layer.weight.shape[0]
+                layer.weight.copy_(torch.rand(channels, generator=generator) * 0.5 + 0.75)
+                layer.bias.copy_(torch.randn(channels, generator=generator) * 0.1)
+    return module.eval()
+
+
+def random_retinanet(variant, image_size, seed=0):
+    """torchvision's `variant` with random weights, random normalization and class biases moved up from the
+    focal prior (-4.6) to about -2.5, so that random weights give a few hundred detections above 0.05."""
+    import torch
+
+    tv = import_torchvision()
+    torch.manual_seed(seed)
+    model = getattr(tv.models.detection, variant)(weights=None, weights_backbone=None, min_size=image_size,
+                                                   max_size=image_size)
+    randomize_normalization(model, seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        model.head.classification_head.cls_logits.bias.normal_(-2.5, 0.5, generator=generator)
+        model.head.regression_head.bbox_reg.weight.normal_(0.0, 0.02, generator=generator)
+        model.head.regression_head.bbox_reg.bias.normal_(0.0, 0.1, generator=generator)
+    return model.eval()
+
+
+def numpy_state_dict(module):
+    return {name: tensor.detach().numpy().copy() for name, tensor in module.state_dict().items()}
