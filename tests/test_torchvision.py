@@ -5,13 +5,15 @@ weights, random BatchNorm statistics and random GroupNorm parameters, so no laye
 same labels, scores within 1e-3 and boxes within half a pixel for the 100 highest-scoring detections.
 """
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from keras_focal.layers import AnchorGenerator
 from keras_focal.models import RetinaNet, from_torchvision
-from keras_focal.models.torchvision import torchvision_anchor_generator
+from keras_focal.models.torchvision import (load_torchvision_weights, torchvision_anchor_generator,
+                                            torchvision_retinanet)
 from tests._tiny import padded_targets
 from tests._torchvision import import_torchvision, numpy_state_dict, random_retinanet, randomize_normalization
 
@@ -110,6 +112,11 @@ def v1_state():
     return numpy_state_dict(random_retinanet("retinanet_resnet50_fpn", SIZE, seed=5))
 
 
+@pytest.fixture(scope="module")
+def v1_model():
+    return torchvision_retinanet("retinanet_resnet50_fpn", 91, image_size=(128, 128))
+
+
 def test_fine_tune_keeps_weights_trains_and_exports(v1_state, tmp_path):
     from keras_focal.export import export_saved_model
 
@@ -128,7 +135,7 @@ def test_fine_tune_keeps_weights_trains_and_exports(v1_state, tmp_path):
 
     frozen = np.asarray(backbone.get_layer("stack0_block0_1_conv").kernel).copy()
     trained = np.asarray(backbone.get_layer("stack3_block0_1_conv").kernel).copy()
-    model.compile(optimizer=__import__("keras").optimizers.SGD(0.01))
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
     images = np.stack([_image(2)[:128, :128], _image(3)[:128, :128]])
     targets = padded_targets([[[0.1, 0.1, 0.6, 0.5]], []], [[1], []])
     history = model.fit(images, targets, batch_size=2, epochs=1, verbose=0)
@@ -147,7 +154,7 @@ def test_fine_tune_keeps_weights_trains_and_exports(v1_state, tmp_path):
     ("unexpected", ValueError, "head.extra.weight"),
     ("shape", ValueError, "backbone.body.layer1.0.conv1.weight"),
 ])
-def test_bad_checkpoints_name_the_tensor(v1_state, change, error, named):
+def test_bad_checkpoints_name_the_tensor(v1_model, v1_state, change, error, named):
     state = dict(v1_state)
     if change == "missing":
         del state[named]
@@ -156,7 +163,7 @@ def test_bad_checkpoints_name_the_tensor(v1_state, change, error, named):
     else:
         state[named] = state[named][:, :32]
     with pytest.raises(error, match=named.replace(".", r"\.")):
-        from_torchvision(state, image_size=(128, 128))
+        load_torchvision_weights(v1_model, state, "retinanet_resnet50_fpn")
 
 
 def test_bad_arguments():

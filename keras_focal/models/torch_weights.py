@@ -185,8 +185,3 @@ def is_torch_checkpoint(weights):
         return True
     return isinstance(weights, (str, os.PathLike)) and os.fspath(weights).endswith((".pth", ".pt"))
 
-
-def keras_layer_names(model):
-    """Names of the layers of `model` that hold weights (used to report layers a conversion did not fill)."""
-    return sorted(name for name, layer in layers_by_name(model).items()
-                  if layer.weights and not isinstance(layer, keras.Model))

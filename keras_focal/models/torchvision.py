@@ -115,32 +115,47 @@ def from_torchvision(checkpoint, variant="retinanet_resnet50_fpn", num_classes=N
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     source = f"checkpoint {checkpoint!r}" if isinstance(checkpoint, str) else "state_dict"
     state = torch_weights.StateDict(torch_weights.read_state_dict(checkpoint), source)
-    anchor_generator = torchvision_anchor_generator()
-    checkpoint_classes = _checkpoint_classes(state, anchor_generator.anchors_per_location)
-    v2 = variant == "retinanet_resnet50_fpn_v2"
+    checkpoint_classes = _checkpoint_classes(state, torchvision_anchor_generator().anchors_per_location)
+    model = torchvision_retinanet(variant, checkpoint_classes if num_classes is None else num_classes, image_size,
+                                  **kwargs)
+    load_torchvision_weights(model, state, variant, replace_classes=num_classes is not None)
+    return model
 
+
+def torchvision_retinanet(variant, num_classes, image_size=(800, 800), **kwargs):
+    """The keras_focal RetinaNet with the architecture of torchvision's `variant`, randomly initialised."""
     options = dict(TORCHVISION_DECODING, freeze_batchnorm=True, trainable_backbone_layers=TRAINABLE_BACKBONE_LAYERS)
     options.update(kwargs)
     for fixed in ("backbone", "head", "anchor_generator", "extra_levels_from", "group_norm", "symmetric_padding",
                   "backbone_weights", "fpn_width", "head_convs"):
         if fixed in options:
             raise ValueError(f"{fixed!r} is fixed by the torchvision variant and cannot be passed to from_torchvision")
-    model = RetinaNet(
-        checkpoint_classes if num_classes is None else int(num_classes),
+    v2 = variant == "retinanet_resnet50_fpn_v2"
+    return RetinaNet(
+        int(num_classes),
         backbone="resnet50",
         head="retina",
         image_size=image_size,
-        anchor_generator=anchor_generator,
+        anchor_generator=torchvision_anchor_generator(),
         extra_levels_from="c5" if v2 else "p5",
         group_norm=v2,
         symmetric_padding=True,
         name=options.pop("name", variant),
         **options,
     )
+
+
+def load_torchvision_weights(model, state, variant, replace_classes=False):
+    """Assigns every tensor of `state` (a `torch_weights.StateDict` or a mapping) to `model`'s layers by name.
+
+    `replace_classes=True` leaves the model's final class conv as it is (a new one for other classes) and ignores
+    the checkpoint's `cls_logits`.
+    """
+    if not isinstance(state, torch_weights.StateDict):
+        state = torch_weights.StateDict(torch_weights.read_state_dict(state))
     layers = torch_weights.layers_by_name(model)
     block_type, blocks = RESNET_CONFIGS["resnet50"]
     torch_weights.load_resnet(model, state, blocks, block_type, BACKBONE_PREFIX)
     _load_fpn(layers, state)
-    _load_head(layers, state, model.head_convs, v2, replace_classes=num_classes is not None)
+    _load_head(layers, state, model.head_convs, variant == "retinanet_resnet50_fpn_v2", replace_classes)
     state.finish()
-    return model
