@@ -37,7 +37,17 @@ def parse_args(argv=None):
     model.add_argument("--fpn-width", type=int, default=64, help="FPN and head channels (the papers use 256)")
     model.add_argument("--head-convs", type=int, default=2, help="convs per subnet (the papers use 4)")
     model.add_argument("--backbone-weights", default=None,
-                       help="None for random init, 'imagenet' (needs a network) or a local .weights.h5 file")
+                       help="None for random init, 'imagenet' (needs a network), a local .weights.h5 file or a "
+                            "torchvision ImageNet ResNet state_dict (.pth, needs torch)")
+    model.add_argument("--torchvision-checkpoint", default=None, metavar="PATH",
+                       help="fine-tune a torchvision RetinaNet state_dict (.pth); replaces --backbone, --head, "
+                            "--fpn-width, --head-convs and --backbone-weights")
+    model.add_argument("--torchvision-variant", default="retinanet_resnet50_fpn",
+                       choices=["retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2"],
+                       help="architecture of --torchvision-checkpoint")
+    model.add_argument("--trainable-backbone-layers", type=int, default=None,
+                       help="backbone stages trained, from C5 down to the stem, 0-5 (torchvision's meaning; "
+                            "default: all, 3 with --torchvision-checkpoint)")
     optim = p.add_argument_group("optimization")
     optim.add_argument("--epochs", type=int, default=4, help="number of epochs")
     optim.add_argument("--batch-size", type=int, default=8, help="global batch size, split over the replicas")
@@ -87,9 +97,17 @@ def main(argv=None):
     num_train = int(train_examples.cardinality())
     size = (args.image_size, args.image_size)
     with strategy.scope():
-        model = keras_focal.models.RetinaNet(
-            info.num_classes, backbone=args.backbone, head=args.head, fpn_width=args.fpn_width,
-            head_convs=args.head_convs, image_size=size, backbone_weights=args.backbone_weights)
+        if args.torchvision_checkpoint:
+            options = {} if args.trainable_backbone_layers is None else {
+                "trainable_backbone_layers": args.trainable_backbone_layers}
+            model = keras_focal.models.from_torchvision(
+                args.torchvision_checkpoint, args.torchvision_variant, num_classes=info.num_classes,
+                image_size=size, **options)
+        else:
+            model = keras_focal.models.RetinaNet(
+                info.num_classes, backbone=args.backbone, head=args.head, fpn_width=args.fpn_width,
+                head_convs=args.head_convs, image_size=size, backbone_weights=args.backbone_weights,
+                trainable_backbone_layers=args.trainable_backbone_layers)
 
         steps = args.steps_per_epoch or max(1, num_train // args.batch_size)
         optimizer = training.make_optimizer(
