@@ -29,6 +29,9 @@ def parse_args(argv=None):
     data.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir (default: tfds' own)")
     data.add_argument("--image-size", type=int, default=128, help="square training and serving size in pixels")
     data.add_argument("--no-augment", action="store_true", help="disable flip and scale-jitter augmentation")
+    data.add_argument("--letterbox", action="store_true",
+                      help="resize keeping the aspect ratio and pad, in training, evaluation and the export (always on "
+                           "with --torchvision-checkpoint: torchvision's models were trained that way)")
     model = p.add_argument_group("model")
     model.add_argument("--backbone", default="resnet18", choices=["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"],
                        help="ResNet depth of the backbone (keras-hub ResNetBackbone)")
@@ -107,7 +110,7 @@ def main(argv=None):
             model = keras_focal.models.RetinaNet(
                 info.num_classes, backbone=args.backbone, head=args.head, fpn_width=args.fpn_width,
                 head_convs=args.head_convs, image_size=size, backbone_weights=args.backbone_weights,
-                trainable_backbone_layers=args.trainable_backbone_layers)
+                trainable_backbone_layers=args.trainable_backbone_layers, letterbox=args.letterbox)
 
         steps = args.steps_per_epoch or max(1, num_train // args.batch_size)
         optimizer = training.make_optimizer(
@@ -118,7 +121,8 @@ def main(argv=None):
 
     train_ds = data.make_dataset(
         train_examples, image_size=size, batch_size=args.batch_size,
-        encoder=model.anchor_encoder, augment=not args.no_augment, shuffle=True, repeat=True, seed=args.seed)
+        encoder=model.anchor_encoder, augment=not args.no_augment, shuffle=True, repeat=True, seed=args.seed,
+        letterbox=model.letterbox)
     eval_ds = data.load(args.dataset, args.eval_split, data_dir=args.data_dir)
 
     os.makedirs(args.model_dir, exist_ok=True)
@@ -143,7 +147,7 @@ def main(argv=None):
             return data.make_dataset(
                 train_examples.shard(context.num_input_pipelines, context.input_pipeline_id), image_size=size,
                 batch_size=context.get_per_replica_batch_size(args.batch_size), encoder=model.anchor_encoder,
-                augment=not args.no_augment, shuffle=True, repeat=True, seed=args.seed)
+                augment=not args.no_augment, shuffle=True, repeat=True, seed=args.seed, letterbox=model.letterbox)
 
         loop_callbacks = [c for c in callbacks if not isinstance(c, keras.callbacks.BackupAndRestore)
                           and (chief or not isinstance(c, keras.callbacks.TensorBoard))]

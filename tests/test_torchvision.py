@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from keras_focal.layers import AnchorGenerator
+from keras_focal.letterbox import PAD_COLOUR
 from keras_focal.models import RetinaNet, from_torchvision
 from keras_focal.models.torchvision import (load_torchvision_weights, torchvision_anchor_generator,
                                             torchvision_retinanet)
@@ -143,10 +144,19 @@ def test_fine_tune_keeps_weights_trains_and_exports(v1_state, tmp_path):
     np.testing.assert_array_equal(np.asarray(backbone.get_layer("stack0_block0_1_conv").kernel), frozen)
     assert not np.array_equal(np.asarray(backbone.get_layer("stack3_block0_1_conv").kernel), trained)
 
+    # Converted models letterbox: the served boxes are the model's on the padded frame, mapped to the original.
+    assert model.letterbox
+    wide = np.stack([_image(4)[:96, :128], _image(5)[:96, :128]])  # 96 x 128 fills 0.75 of a 128 x 128 frame
     served = tf.saved_model.load(export_saved_model(model, str(tmp_path / "tv"), version=1))
-    out = served.signatures["serving_default"](images=tf.constant(images))
-    assert out["detection_boxes"].shape[0] == 2
-    assert int(tf.reduce_max(out["detection_classes"])) < 2
+    out = served.signatures["serving_default"](images=tf.constant(wide))
+    frames = np.concatenate([wide, np.broadcast_to(PAD_COLOUR, (2, 32, 128, 3))], axis=1).astype("float32")
+    expected = model.detect(frames)
+    n = int(expected["num_detections"][0])
+    assert n > 0 and int(tf.reduce_max(out["detection_classes"])) < 2
+    np.testing.assert_array_equal(out["num_detections"], expected["num_detections"])
+    want = np.clip(np.asarray(expected["detection_boxes"]) / [0.75, 1.0, 0.75, 1.0], 0, 1)
+    np.testing.assert_allclose(out["detection_boxes"][0, :n], want[0, :n], atol=1e-4)
+    np.testing.assert_allclose(out["detection_scores"], expected["detection_scores"], atol=1e-5)
 
 
 @pytest.mark.parametrize("change, error, named", [

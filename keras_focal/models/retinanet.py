@@ -81,6 +81,9 @@ class RetinaNet(keras.Model):
         symmetric_padding: pad the FPN's stride-2 convs (P6, P7) on every side, as torch does.
         trainable_backbone_layers: torchvision's meaning: how many of the backbone's stages, counted from C5
             down to the stem (layer4, layer3, layer2, layer1, conv1), are trained; None trains all (0-5).
+        letterbox: images are resized keeping their aspect ratio and padded to `image_size`
+            (`keras_focal.letterbox`) by the SavedModel export, `evaluate_model` and `examples/predict.py`, instead
+            of stretched; pass the same to `data.make_dataset` for training.
     """
 
     def __init__(self, num_classes, backbone="resnet50", head="retina", fpn_width=256, head_convs=4,
@@ -88,7 +91,7 @@ class RetinaNet(keras.Model):
                  score_threshold=0.05, iou_threshold=None, pre_nms_topk=1000, max_detections=100,
                  focal_alpha=0.25, focal_gamma=2.0, reg_max=16, sync_batchnorm=None,
                  anchor_generator=None, extra_levels_from=None, group_norm=False, symmetric_padding=False,
-                 trainable_backbone_layers=None, **kwargs):
+                 trainable_backbone_layers=None, letterbox=False, **kwargs):
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         if int(num_classes) < 1:
@@ -145,6 +148,7 @@ class RetinaNet(keras.Model):
         self.group_norm = bool(group_norm)
         self.symmetric_padding = bool(symmetric_padding)
         self.trainable_backbone_layers = trainable_backbone_layers
+        self.letterbox = bool(letterbox)
 
         self.anchor_generator = anchor_generator
         self.anchor_encoder = kf_layers.AnchorEncoder(
@@ -251,6 +255,7 @@ class RetinaNet(keras.Model):
             "group_norm": self.group_norm,
             "symmetric_padding": self.symmetric_padding,
             "trainable_backbone_layers": self.trainable_backbone_layers,
+            "letterbox": self.letterbox,
         }
 
     @classmethod

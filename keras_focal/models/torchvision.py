@@ -106,7 +106,9 @@ def from_torchvision(checkpoint, variant="retinanet_resnet50_fpn", num_classes=N
             bias, for fine-tuning, and keeps every other weight.
         image_size: (height, width) the model is served at (the SavedModel resizes to it).
         **kwargs: other `RetinaNet` arguments; the defaults here are torchvision's decoding (score 0.05, top 1000
-            per level, NMS 0.5, 300 detections), frozen BatchNorm and `trainable_backbone_layers=3`.
+            per level, NMS 0.5, 300 detections), frozen BatchNorm, `trainable_backbone_layers=3` and
+            `letterbox=True` (torchvision resizes keeping the aspect ratio and pads with the mean colour, as
+            `keras_focal.letterbox` does; train with `make_dataset(..., letterbox=True)` to keep it so).
 
     Every tensor of the state_dict must find its layer and every layer its tensor: a missing tensor (KeyError), an
     unexpected one or one of the wrong shape (ValueError) is an error naming it.
@@ -124,7 +126,9 @@ def from_torchvision(checkpoint, variant="retinanet_resnet50_fpn", num_classes=N
 
 def torchvision_retinanet(variant, num_classes, image_size=(800, 800), **kwargs):
     """The keras_focal RetinaNet with the architecture of torchvision's `variant`, randomly initialised."""
-    options = dict(TORCHVISION_DECODING, freeze_batchnorm=True, trainable_backbone_layers=TRAINABLE_BACKBONE_LAYERS)
+    # letterbox: torchvision trains and evaluates on aspect-preserving resizes, never on stretched images.
+    options = dict(TORCHVISION_DECODING, freeze_batchnorm=True, trainable_backbone_layers=TRAINABLE_BACKBONE_LAYERS,
+                   letterbox=True)
     options.update(kwargs)
     for fixed in ("backbone", "head", "anchor_generator", "extra_levels_from", "group_norm", "symmetric_padding",
                   "backbone_weights", "fpn_width", "head_convs"):
