@@ -62,6 +62,8 @@ def test_anchors_are_torchvisions():
     assert not np.allclose(np.asarray(AnchorGenerator()(SIZE, SIZE)) * SIZE, anchors[:, [1, 0, 3, 2]], atol=1)
     config = torchvision_anchor_generator().get_config()
     assert AnchorGenerator.from_config(config).get_config() == config
+    with pytest.raises(ValueError, match="order"):
+        AnchorGenerator(order="scale_first")
 
 
 def test_matches_torchvision(reference):
@@ -183,3 +185,15 @@ def test_bad_arguments():
         from_torchvision({"backbone.body.conv1.weight": np.zeros((64, 3, 7, 7))})
     with pytest.raises(FileNotFoundError, match="nothing.pth"):
         from_torchvision("/nonexistent/nothing.pth")
+
+
+def test_converted_config_round_trips(v1_model):
+    config = v1_model.get_config()
+    assert config["letterbox"] and config["symmetric_padding"] and config["extra_levels_from"] == "p5"
+    assert config["max_detections"] == 300 and config["trainable_backbone_layers"] == 3
+    rebuilt = RetinaNet.from_config(config)
+    assert rebuilt.get_config() == config
+    def options(generator):
+        return {k: v for k, v in generator.get_config().items() if k != "name"}
+
+    assert options(rebuilt.anchor_generator) == options(torchvision_anchor_generator())
