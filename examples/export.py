@@ -50,12 +50,12 @@ def main(argv=None):
     if args.image_size is not None:
         model.image_size = tuple(args.image_size)
     if args.score_threshold is not None:
-        model.score_threshold = model.decoder.score_threshold = float(args.score_threshold)
+        model.score_threshold = args.score_threshold  # replaces model.prediction_decoder, which the export reads
     if args.max_detections is not None:
-        model.max_detections = model.decoder.max_detections = int(args.max_detections)
+        model.max_detections = args.max_detections
     version_dir = keras_focal.export.export_saved_model(model, args.export_dir, version=args.version)
     print(f"Exported {args.checkpoint} to {version_dir} (image size {model.image_size[0]}x{model.image_size[1]}, "
-          f"score threshold {model.decoder.score_threshold}, {model.decoder.max_detections} detections)")
+          f"score threshold {model.score_threshold}, {model.max_detections} detections)")
     print(f"Inspect it with: saved_model_cli show --all --dir {version_dir}")
     return 0
 

@@ -189,7 +189,8 @@ def test_bad_arguments():
 
 def test_converted_config_round_trips(v1_model):
     config = v1_model.get_config()
-    assert config["letterbox"] and config["symmetric_padding"] and config["extra_levels_from"] == "p5"
+    assert config["letterbox"] and config["symmetric_padding"]
+    assert config["head"]["config"]["extra_levels_from"] == "p5" and not config["head"]["config"]["group_norm"]
     assert config["max_detections"] == 300 and config["trainable_backbone_layers"] == 3
     rebuilt = RetinaNet.from_config(config)
     assert rebuilt.get_config() == config

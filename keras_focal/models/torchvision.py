@@ -31,6 +31,7 @@ torchvision's label indices (91 for COCO: index = COCO category id, 0 and the ga
 from keras_focal import layers as kf_layers
 from keras_focal.models import torch_weights
 from keras_focal.models.backbones import RESNET_CONFIGS
+from keras_focal.models.heads import RetinaNetHead
 from keras_focal.models.retinanet import RetinaNet
 
 VARIANTS = ("retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2")
@@ -130,19 +131,17 @@ def torchvision_retinanet(variant, num_classes, image_size=(800, 800), **kwargs)
     options = dict(TORCHVISION_DECODING, freeze_batchnorm=True, trainable_backbone_layers=TRAINABLE_BACKBONE_LAYERS,
                    letterbox=True)
     options.update(kwargs)
-    for fixed in ("backbone", "head", "anchor_generator", "extra_levels_from", "group_norm", "symmetric_padding",
-                  "backbone_weights", "fpn_width", "head_convs"):
+    for fixed in ("backbone", "head", "symmetric_padding", "backbone_weights", "fpn_width", "head_convs"):
         if fixed in options:
             raise ValueError(f"{fixed!r} is fixed by the torchvision variant and cannot be passed to from_torchvision")
     v2 = variant == "retinanet_resnet50_fpn_v2"
+    head = RetinaNetHead(num_convs=4, group_norm=v2, anchor_generator=torchvision_anchor_generator(),
+                         extra_levels_from="c5" if v2 else "p5")
     return RetinaNet(
         int(num_classes),
         backbone="resnet50",
-        head="retina",
+        head=head,
         image_size=image_size,
-        anchor_generator=torchvision_anchor_generator(),
-        extra_levels_from="c5" if v2 else "p5",
-        group_norm=v2,
         symmetric_padding=True,
         name=options.pop("name", variant),
         **options,
