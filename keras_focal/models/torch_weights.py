@@ -108,7 +108,6 @@ def assign_conv(layer, state, prefix, channel_order=None):
     """Conv2d `prefix`.weight [out, in, kh, kw] (and `prefix`.bias) into a Keras Conv2D.
 
     `channel_order[j]` is the torch output channel that becomes Keras channel j (None keeps the order).
-    A Keras bias with no torch bias (torch `bias=False`) is set to zero.
     """
     kh, kw, cin, cout = layer.kernel.shape
     target = f"layer {layer.name!r}"
@@ -116,8 +115,7 @@ def assign_conv(layer, state, prefix, channel_order=None):
     kernel = np.transpose(kernel, (2, 3, 1, 0))
     bias = None
     if layer.use_bias:
-        name = f"{prefix}.bias"
-        bias = state.take(name, (cout,), target) if name in state else np.zeros((cout,), "float32")
+        bias = state.take(f"{prefix}.bias", (cout,), target)
     elif f"{prefix}.bias" in state:
         raise ValueError(f"Tensor {prefix + '.bias'!r} has no place: layer {layer.name!r} has no bias")
     if channel_order is not None:
