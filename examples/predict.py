@@ -70,6 +70,7 @@ def main(argv=None):
     import keras_focal.data as kd
     import keras_focal.evaluation as ke
     from keras_focal.visualization import class_label, draw_detections
+    from keras_focal.letterbox import boxes_from_frame, letterbox
 
     model = ke.load_detector(args.model)
     class_names = ke.detector_class_names(model) or kd.dataset_info(args.dataset).class_names
@@ -88,8 +89,13 @@ def main(argv=None):
     os.makedirs(args.output_dir, exist_ok=True)
     results = {}  # PNG path -> [(class name, score)]
     for name, img, gt in items:
-        x = kd.resize_image(img, size)[None]
-        out = {k: np.asarray(v)[0] for k, v in detect(x).items()}
+        if getattr(model, "letterbox", False):
+            x, content = letterbox(img, size)
+            out = dict(detect(x[None]))
+            out["detection_boxes"] = boxes_from_frame(out["detection_boxes"], content[None])
+        else:
+            out = detect(kd.resize_image(img, size)[None])
+        out = {k: np.asarray(v)[0] for k, v in out.items()}
         path = os.path.join(args.output_dir, f"{name}.png")
         draw_detections(img, out["detection_boxes"], out["detection_scores"], out["detection_classes"],
                         class_names, args.score_threshold, out.get("num_detections"), path=path,

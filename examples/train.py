@@ -41,6 +41,9 @@ def parse_args(argv=None):
     data.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir (default: tfds' own)")
     data.add_argument("--image-size", type=int, default=128, help="square training and serving size in pixels")
     data.add_argument("--no-augment", action="store_true", help="disable flip and scale-jitter augmentation")
+    data.add_argument("--letterbox", action="store_true",
+                      help="resize keeping the aspect ratio and pad, in training, evaluation and the export (always on "
+                           "with --torchvision-checkpoint: torchvision's models were trained that way)")
     model = p.add_argument_group("model")
     model.add_argument("--backbone", default="resnet18", choices=["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"],
                        help="ResNet depth of the backbone (keras-hub ResNetBackbone)")
@@ -49,7 +52,17 @@ def parse_args(argv=None):
     model.add_argument("--fpn-width", type=int, default=64, help="FPN and head channels (the papers use 256)")
     model.add_argument("--head-convs", type=int, default=2, help="convs per subnet (the papers use 4)")
     model.add_argument("--backbone-weights", default=None,
-                       help="None for random init, 'imagenet' (needs a network) or a local .weights.h5 file")
+                       help="None for random init, 'imagenet' (needs a network), a local .weights.h5 file or a "
+                            "torchvision ImageNet ResNet state_dict (.pth, needs torch)")
+    model.add_argument("--torchvision-checkpoint", default=None, metavar="PATH",
+                       help="fine-tune a torchvision RetinaNet state_dict (.pth); replaces --backbone, --head, "
+                            "--fpn-width, --head-convs and --backbone-weights")
+    model.add_argument("--torchvision-variant", default="retinanet_resnet50_fpn",
+                       choices=["retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2"],
+                       help="architecture of --torchvision-checkpoint")
+    model.add_argument("--trainable-backbone-layers", type=int, default=None,
+                       help="backbone stages trained, from C5 down to the stem, 0-5 (torchvision's meaning; "
+                            "default: all, 3 with --torchvision-checkpoint)")
     optim = p.add_argument_group("optimization")
     optim.add_argument("--epochs", type=int, default=4, help="number of epochs")
     optim.add_argument("--batch-size", type=int, default=8, help="global batch size, split over the replicas")
@@ -116,10 +129,18 @@ def run(args):
                          f"{list(info.class_names)}")
     size = (args.image_size, args.image_size)
     with strategy.scope():
-        model = keras_focal.models.RetinaNet(
-            info.num_classes, backbone=args.backbone, head=args.head, fpn_width=args.fpn_width,
-            head_convs=args.head_convs, image_size=size, backbone_weights=args.backbone_weights,
-            class_names=info.class_names)
+        if args.torchvision_checkpoint:
+            options = {} if args.trainable_backbone_layers is None else {
+                "trainable_backbone_layers": args.trainable_backbone_layers}
+            model = keras_focal.models.from_torchvision(
+                args.torchvision_checkpoint, args.torchvision_variant, num_classes=info.num_classes,
+                image_size=size, class_names=info.class_names, **options)
+        else:
+            model = keras_focal.models.RetinaNet(
+                info.num_classes, backbone=args.backbone, head=args.head, fpn_width=args.fpn_width,
+                head_convs=args.head_convs, image_size=size, backbone_weights=args.backbone_weights,
+                trainable_backbone_layers=args.trainable_backbone_layers, letterbox=args.letterbox,
+                class_names=info.class_names)
 
         steps = args.steps_per_epoch or max(1, num_train // args.batch_size)
         optimizer = training.make_optimizer(
@@ -130,7 +151,8 @@ def run(args):
 
     train_ds = data.make_dataset(
         train_examples, image_size=size, batch_size=args.batch_size,
-        encoder=model.anchor_encoder, augment=not args.no_augment, shuffle=True, repeat=True, seed=args.seed)
+        encoder=model.anchor_encoder, augment=not args.no_augment, shuffle=True, repeat=True, seed=args.seed,
+        letterbox=model.letterbox)
 
     os.makedirs(args.model_dir, exist_ok=True)
     callbacks = [
@@ -155,7 +177,7 @@ def run(args):
             return data.make_dataset(
                 train_examples.shard(context.num_input_pipelines, context.input_pipeline_id), image_size=size,
                 batch_size=context.get_per_replica_batch_size(args.batch_size), encoder=model.anchor_encoder,
-                augment=not args.no_augment, shuffle=True, repeat=True, seed=args.seed)
+                augment=not args.no_augment, shuffle=True, repeat=True, seed=args.seed, letterbox=model.letterbox)
 
         loop_callbacks = [c for c in callbacks if not isinstance(c, keras.callbacks.BackupAndRestore)
                           and (chief or not isinstance(c, keras.callbacks.TensorBoard))]
