@@ -90,6 +90,12 @@ def convert_tflite(model, quantization=None, nms_method=TFLITE_NMS_METHOD):
                            f"{error}") from error
 
 
+def _write_bytes(file, data):
+    file.write(data)
+    file.flush()
+    os.fsync(file.fileno())
+
+
 def _write_atomically(data, path):
     """Writes `data` to a temporary file next to `path`, then renames it onto `path` (rename(2) is atomic)."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -97,9 +103,7 @@ def _write_atomically(data, path):
     fd, tmp_path = tempfile.mkstemp(prefix=".tmp-", suffix=".tflite", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            _write_bytes(f, data)
         os.chmod(tmp_path, 0o644)  # mkstemp makes it 0600
         os.replace(tmp_path, path)
     except BaseException:
@@ -142,7 +146,7 @@ class TFLiteDetector:
     """Runs a `.tflite` file written by `export_tflite` in the LiteRT interpreter.
 
         detector = TFLiteDetector("shapes_gfl.tflite", num_threads=2)
-        out = detector(images)   # uint8 [B, H, W, 3] at detector.image_size -> the §4 dict of numpy arrays
+        out = detector(images)   # uint8 [B, H, W, 3] at detector.image_size -> dict of numpy arrays
 
     The file takes one image per call; `detector(images)` runs the B images in turn and stacks the outputs to
     `detection_boxes` [B, N, 4], `detection_scores` [B, N], `detection_classes` [B, N], `num_detections` [B].
