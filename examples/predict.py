@@ -2,6 +2,7 @@
 
     python examples/predict.py --model saved_models/retinanet --images a.jpg b.png --output-dir predictions
     python examples/predict.py --model runs/shapes/best.keras --split test --num-images 8
+    python examples/predict.py --model tflite_models/shapes_gfl_dynamic.tflite --images a.jpg
 
 Drawing uses matplotlib (Agg backend; no display needed).
 """
@@ -79,7 +80,8 @@ def draw_detections(image, boxes, scores, classes, class_names=None, score_thres
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True,
-                   help="a .keras model file, a SavedModel directory, or an export root holding integer versions")
+                   help="a .keras model file, a SavedModel directory, an export root holding integer versions, "
+                        "or a .tflite file (examples/export.py --format tflite)")
     p.add_argument("--images", nargs="*", default=None, help="image files (JPEG/PNG); if none, use --dataset/--split")
     p.add_argument("--dataset", default="keras_focal_shapes",
                    help="dataset for class names, and for images when --images is not given")

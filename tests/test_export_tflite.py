@@ -125,3 +125,17 @@ def test_export_is_atomic(model, tmp_path, monkeypatch):
         export_tflite(model, str(previous))
     assert previous.read_bytes() == b"previous version"
     assert os.listdir(tmp_path) == ["model.tflite"], "temporary file left behind"
+
+
+def test_load_detector_runs_a_tflite_file_on_float_batches(exports):
+    import keras_focal.evaluation as ke
+    from keras_focal.export import TFLiteDetector
+
+    detector = ke.load_detector(exports[None])
+    assert isinstance(detector, TFLiteDetector) and detector.image_size == IMAGE_SIZE
+    images = _images(2, seed=3)
+    # evaluate_model and examples/predict.py feed resized float images; they are rounded to uint8 as for a SavedModel.
+    got = ke.detection_fn(detector)(tf.constant(images.astype(np.float32) + 0.2))
+    expected = detector(images)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(got[name], value)

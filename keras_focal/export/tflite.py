@@ -14,10 +14,15 @@ NMS. Only TFLite builtin ops are allowed (`OpsSet.TFLITE_BUILTINS`, no Flex dele
 `tf.image.combined_non_max_suppression`, the decoder's default, has no TFLite kernel. The graph is therefore traced
 with the decoder's `nms_method="padded"`: one `tf.image.non_max_suppression_padded` over all classes, each class's
 boxes shifted by 2 * class id so that boxes of different classes never overlap. It lowers to TFLite builtins
-(while loop, gather, top-k) and keeps the SavedModel's detections: same candidates, same greedy suppression.
-TFLite's own `TFLite_Detection_PostProcess` op was measured too (`benchmarks/tflite.py --nms postprocess`) and does
-not keep them: it decodes boxes itself with center-size deltas only (no GFL distances, no log-size clamp), has no
-per-level top-k, and its per-class NMS keeps `detections_per_class` boxes by a different ordering.
+(a WHILE loop, GATHER, TOPK_V2) and is the decoder's own code: the same per-level top-k, score threshold and greedy
+per-class suppression as the SavedModel's combined NMS, so float32 gives its detections (all of them on the trained
+model's validation images, `benchmarks/tflite.py`).
+The other way, TFLite's `TFLite_Detection_PostProcess` custom op, was measured with `benchmarks/tflite.py --nms
+postprocess` (decoded boxes passed as centre-size encodings against a unit anchor): with per-class ("regular") NMS it
+kept all the SavedModel's detections on the trained GFL model and on a random RetinaNet, and ran about 1.2x faster;
+its class-agnostic "fast" NMS kept 37% of them and lost 2 AP. It is not used because it re-implements decoding
+outside the decoder (box encodings, no per-level top-k, its own threshold rule), needs `allow_custom_ops`, and
+returns classes and counts as float32 where the SavedModel returns int32.
 
 Quantization (`quantization=`):
 - None: float32, gives the SavedModel's detections;
