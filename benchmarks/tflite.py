@@ -71,7 +71,7 @@ def postprocess_tflite(model, regular_nms):
 
     from keras_focal.export import tflite
 
-    decoder = model.decoder
+    decoder = model.prediction_decoder
     height, width = model.image_size
     num_anchors = model.anchor_generator(height, width).shape[0]
     signature = _postprocess_signature(model.num_classes, decoder.score_threshold, decoder.iou_threshold,
@@ -84,7 +84,7 @@ def postprocess_tflite(model, regular_nms):
 
     def serve(images):
         outputs = model(tf.cast(images, tf.float32), training=False)
-        box_outputs = model.integral(outputs["box_outputs"]) if model.head == "gfl" else outputs["box_outputs"]
+        box_outputs = model.detection_head.box_predictions(outputs["box_outputs"])
         boxes = tf.clip_by_value(decoder.decode_boxes(box_outputs, height, width), 0.0, 1.0)
         # Centre-size encodings against the anchor (ycenter 0, xcenter 0, h 1, w 1): y = ty, h = exp(th).
         sizes = tf.maximum(boxes[..., 2:] - boxes[..., :2], 1e-6)

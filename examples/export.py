@@ -66,11 +66,11 @@ def main(argv=None):
     if args.image_size is not None:
         model.image_size = tuple(args.image_size)
     if args.score_threshold is not None:
-        model.score_threshold = model.decoder.score_threshold = float(args.score_threshold)
+        model.score_threshold = args.score_threshold  # replaces model.prediction_decoder, which the export reads
     if args.max_detections is not None:
-        model.max_detections = model.decoder.max_detections = int(args.max_detections)
+        model.max_detections = args.max_detections
     settings = (f"image size {model.image_size[0]}x{model.image_size[1]}, score threshold "
-                f"{model.decoder.score_threshold}, {model.decoder.max_detections} detections")
+                f"{model.score_threshold}, {model.max_detections} detections")
     if args.format == "tflite":
         name = os.path.basename(os.path.normpath(args.export_dir))
         output = args.output or os.path.join("tflite_models", f"{name}_{args.quantization or 'float32'}.tflite")

@@ -11,7 +11,7 @@ Kill it at any time and run the same command again: it resumes from the last fin
 (keras.callbacks.BackupAndRestore in --model-dir).
 
 With TF_CONFIG naming several workers it trains with MultiWorkerMirroredStrategy through
-keras_focal.training.distributed_fit (see README.md, "Scale out"); run the same command on every worker.
+keras_focal.training.distributed_fit (see docs/distributed.md); run the same command on every worker.
 """
 
 import argparse
@@ -117,7 +117,7 @@ def main(argv=None):
 
     start = time.time()
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        # Keras 3's fit fails under MultiWorkerMirroredStrategy (README.md, "Scale out"); the package's loop does the same
+        # Keras 3's fit fails under MultiWorkerMirroredStrategy (docs/distributed.md); the package's loop does the same
         # job, with BackupAndRestore's role played by its own checkpoint (the chief writes, every worker restores).
         # Each worker reads its own shard of the examples: the shuffled, parallel-augmented pipeline is not in the
         # same order on every worker, so AutoShardPolicy.DATA on the global batches could repeat or skip examples.

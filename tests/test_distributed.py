@@ -136,7 +136,7 @@ def _one_step(model, strategy, batch, path):
     return loss, updates
 
 
-def equivalence(head, backbone):
+def equivalence(head, backbone, paths=None, bns=None):
     _split_cpu(2)
     import keras
     import numpy as np
@@ -145,9 +145,12 @@ def equivalence(head, backbone):
     keras.utils.set_random_seed(0)
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     single = tf.distribute.OneDeviceStrategy("/cpu:0")
-    bns = ["none"] if backbone == "tiny" else ["frozen", "sync", "local"]
-    # model.fit under MirroredStrategy goes through the same compute_loss; checked once (retina) to bound CI time.
-    paths = ["loop", "fit"] if backbone == "tiny" and head == "retina" else ["loop"]
+    if bns is None:
+        bns = "none" if backbone == "tiny" else "frozen,sync,local"
+    bns = bns.split(",")
+    if paths is None:
+        paths = "loop,fit" if backbone == "tiny" else "loop"
+    paths = paths.split(",")
     cases = []
     for bn in bns:
         reference = _build(head, backbone, bn, single)
@@ -172,7 +175,7 @@ def equivalence(head, backbone):
                     "max_update_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(upd_1, upd_2)),
                 })
     auto = {}
-    if backbone != "tiny":  # the default BatchNorm mode: synchronized under >1 replica (random init), else plain
+    if backbone != "tiny" and "local" in bns:  # the default BatchNorm mode: synchronized under >1 replica (random init), else plain
         from keras_focal.models import RetinaNet
 
         for name, strategy in (("single", single), ("mirrored", mirrored)):

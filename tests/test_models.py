@@ -1,13 +1,17 @@
 """RetinaNet / GFL model: structure, paper defaults, loss behaviour, persistence."""
 
+import functools
 import math
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from keras import ops
 
-from keras_focal.models import RetinaNet
+import keras_focal
+from keras_focal.losses import focal_loss, smooth_l1_loss
+from keras_focal.models import GFLHead, RetinaNet, RetinaNetHead
 from keras_focal.models.backbones import build_backbone
 
 from _tiny import padded_targets, tiny_backbone, tiny_model
@@ -52,7 +56,7 @@ def test_paper_defaults_with_resnet50():
     assert len(convs) == 4 and all(l.filters == 256 for l in convs)
     assert model.decoder.score_threshold == 0.05 and model.decoder.iou_threshold == 0.5
     assert model.decoder.pre_nms_topk == 1000 and model.decoder.max_detections == 100
-    assert model.focal_alpha == 0.25 and model.focal_gamma == 2.0
+    assert model.detection_head.alpha == 0.25 and model.detection_head.gamma == 2.0
     # P6 is computed from C5 (2048 channels for ResNet-50), RetinaNet Sec. 4.
     assert model.get_layer("fpn_p6").kernel.shape == (3, 3, 2048, 256)
     gfl = RetinaNet(80, backbone="resnet18", head="gfl")
@@ -151,3 +155,111 @@ def test_predict_returns_the_contract_detections():
     assert out["detection_boxes"].shape == (3, 100, 4)
     assert np.all(out["detection_boxes"] >= 0) and np.all(out["detection_boxes"] <= 1)
     assert np.all(np.diff(out["detection_scores"], axis=1) <= 1e-7)
+
+
+# --------------------------------------------------------------------------------------------- head objects
+def _loss_batch(seed=7):
+    images = np.random.default_rng(seed).uniform(0, 255, (2, 128, 128, 3)).astype("float32")
+    targets = padded_targets([[[0.1, 0.1, 0.5, 0.4]], [[0.2, 0.3, 0.9, 0.9], [0.0, 0.0, 0.3, 0.3]]], [[0], [2, 1]])
+    return images, targets
+
+
+def _compiled_loss(model, images, targets, outputs, **losses):
+    model.compile(optimizer="sgd", **losses)
+    return float(model.compute_loss(images, targets, outputs))
+
+
+@pytest.mark.parametrize("head, same_losses", [
+    ("retina", dict(classification_loss=keras_focal.FocalLoss(alpha=0.25, gamma=2.0, from_logits=True))),
+    ("retina", dict(box_loss=keras_focal.SmoothL1Loss(beta=0.11))),
+    ("retina", dict(classification_loss=functools.partial(focal_loss, from_logits=True),
+                    box_loss=functools.partial(smooth_l1_loss, beta=0.11))),
+    ("gfl", dict(classification_loss=keras_focal.QualityFocalLoss(beta=2.0, from_logits=True))),
+    ("gfl", dict(box_loss=keras_focal.GIoULoss())),
+], ids=["retina-class", "retina-box", "retina-functions", "gfl-class", "gfl-box"])
+def test_the_default_loss_passed_explicitly_gives_the_default_training_loss(head, same_losses):
+    """A user loss is evaluated per element with its own reduction set aside, so the head's default loss passed
+    as an object (whatever it does with its last axis: SmoothL1Loss sums it, FocalLoss averages it) or as a plain
+    function gives exactly the default; a different setting gives a different loss."""
+    model = tiny_model(head)
+    images, targets = _loss_batch()
+    outputs = model(images)
+    default = _compiled_loss(model, images, targets, outputs)
+    same = _compiled_loss(model, images, targets, outputs, **same_losses)
+    np.testing.assert_allclose(same, default, rtol=1e-6)
+    other = {"classification_loss": keras_focal.FocalLoss(gamma=0.0, from_logits=True),
+             "box_loss": keras_focal.SmoothL1Loss(beta=0.5) if head == "retina" else keras_focal.SmoothL1Loss()}
+    key = next(iter(same_losses))
+    assert abs(_compiled_loss(model, images, targets, outputs, **{key: other[key]}) - default) > 1e-3
+
+
+def test_probability_losses_get_probabilities():
+    """A Loss with from_logits=False receives sigmoid(logits): same value up to its probability clipping."""
+    model = tiny_model()
+    images, targets = _loss_batch()
+    outputs = model(images)
+    default = _compiled_loss(model, images, targets, outputs)
+    probabilities = _compiled_loss(model, images, targets, outputs,
+                                   classification_loss=keras.losses.BinaryFocalCrossentropy(
+                                       apply_class_balancing=True, alpha=0.25, gamma=2.0))
+    np.testing.assert_allclose(probabilities, default, rtol=1e-4)
+    with pytest.raises(ValueError, match="one value per element"):
+        _compiled_loss(model, images, targets, outputs, box_loss=lambda y, p: ops.sum(p))
+
+
+def test_retina_head_loss_against_numpy():
+    """Focal loss over non-ignored anchors plus smooth-L1 over positives, both over the positive count (float64)."""
+    model = tiny_model()
+    images, targets = _loss_batch()
+    outputs = model(images)
+    total = _compiled_loss(model, images, targets, outputs)
+    encoded = model.anchor_encoder(targets["boxes"], targets["classes"], 128, 128)
+    labels = np.asarray(encoded["class_targets"])
+    x = np.asarray(outputs["class_logits"], "float64")
+    y = (labels[..., None] == np.arange(3)).astype("float64")
+    p = 1 / (1 + np.exp(-x))
+    p_t = y * p + (1 - y) * (1 - p)
+    focal = -(0.25 * y + 0.75 * (1 - y)) * (1 - p_t) ** 2 * np.log(p_t)
+    d = np.abs(np.asarray(outputs["box_outputs"], "float64") - np.asarray(encoded["box_targets"], "float64"))
+    smooth_l1 = np.where(d < 0.11, 0.5 * d * d / 0.11, d - 0.055)
+    positive = labels >= 0
+    expected = (focal[labels != -2].sum() + smooth_l1[positive].sum()) / max(positive.sum(), 1)
+    np.testing.assert_allclose(total, expected, rtol=1e-5)
+
+
+def test_decoding_settings_have_one_source():
+    """Changing a decoding setting on the model changes predict (even after a first predict) and the export."""
+    from keras_focal.export.serving import DetectionServingModule
+
+    model = tiny_model(score_threshold=0.0)
+    images = np.random.default_rng(8).uniform(0, 255, (1, 128, 128, 3)).astype("float32")
+    assert model.predict(images, verbose=0)["detection_scores"].shape == (1, 100)
+    model.max_detections = 5
+    model.score_threshold = 0.001
+    assert model.prediction_decoder.max_detections == 5 and model.decoder.score_threshold == 0.001
+    assert model.predict(images, verbose=0)["detection_scores"].shape == (1, 5)
+    module = DetectionServingModule(model)
+    served = module.serve_images(tf.constant(images.astype("uint8")))
+    assert served["detection_scores"].shape == (1, 5)
+    model.iou_threshold = None  # back to the head's default
+    assert model.iou_threshold == 0.5
+    config = model.get_config()
+    assert (config["max_detections"], config["score_threshold"]) == (5, 0.001)
+
+
+def test_head_objects_names_and_configs():
+    backbone = tiny_backbone()
+    model = RetinaNet(3, backbone=backbone, head=RetinaNetHead(num_convs=1, group_norm=True), fpn_width=32)
+    assert model.head == "retina" and model.head_convs == 1
+    assert isinstance(model.get_layer("class_subnet_gn0"), keras.layers.GroupNormalization)
+    clone = RetinaNet.from_config(model.get_config())
+    assert clone.detection_head.group_norm and clone.detection_head.get_config() == model.detection_head.get_config()
+    # A configuration written before the head objects: the head by name with its arguments beside it.
+    legacy = {"num_classes": 3, "backbone": "resnet18", "head": "gfl", "fpn_width": 16, "head_convs": 1,
+              "image_size": [64, 64], "focal_alpha": 0.25, "focal_gamma": 2.0, "reg_max": 8,
+              "iou_threshold": None}
+    restored = RetinaNet.from_config(legacy)
+    assert restored.head == "gfl" and restored.detection_head.reg_max == 8 and restored.iou_threshold == 0.6
+    assert restored.get_layer("box_subnet_distribution").filters == 4 * 9
+    with pytest.raises(ValueError, match="head object"):
+        RetinaNet(3, backbone=tiny_backbone(), head=GFLHead(), reg_max=8)

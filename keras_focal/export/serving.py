@@ -1,4 +1,4 @@
-"""The serving graph: a `tf.Module` whose `tf.function`s are the SavedModel signatures (CONTRACT §4).
+"""The serving graph: a `tf.Module` whose `tf.function`s are the SavedModel signatures.
 
 Three entry points share one path, `resize -> model.detect -> cast`:
 
@@ -17,7 +17,7 @@ dtype policy (keras issues #19458, #21258 and #20835 report names and dtypes los
 
 import tensorflow as tf
 
-# Names fixed by CONTRACT §4.
+# Input, output and signature names: the public serving interface.
 IMAGES = "images"
 IMAGE_BYTES = "image_bytes"
 SERIALIZED_EXAMPLES = "serialized_examples"
@@ -71,7 +71,7 @@ def _tf_variable(variable):
 class DetectionServingModule(tf.Module):
     """Holds a keras_focal detector's variables and exposes the three serving signatures.
 
-    `model` needs `detect(images) -> dict` (CONTRACT §4 outputs) and `image_size` (H, W).
+    `model` needs `detect(images) -> dict` (the OUTPUT_DTYPES keys) and `image_size` (H, W).
     """
 
     def __init__(self, model, name="keras_focal_detector"):

@@ -47,8 +47,9 @@ TFLITE_NMS_METHOD = "padded"
 
 @contextlib.contextmanager
 def _nms_method(model, method):
-    """Traces `model.detect` with the decoder's `nms_method` set to `method`, then restores it."""
-    decoder = model.decoder
+    """Traces `model.detect` with its prediction decoder's `nms_method` set to `method`, then restores it (every
+    other decoding setting is the model's)."""
+    decoder = model.prediction_decoder
     previous = decoder.nms_method
     decoder.nms_method = method
     try:
@@ -121,8 +122,8 @@ def export_tflite(model, path, quantization=None):
     """Writes `model` as one `.tflite` file, normalisation, decoding and NMS included, and returns `path`.
 
     Args:
-        model: a `keras_focal.models.RetinaNet` (anything with `detect(images)`, `image_size` and a `decoder`
-            with `nms_method`).
+        model: a `keras_focal.models.RetinaNet` (anything with `detect(images)`, `image_size` and a
+            `prediction_decoder` with `nms_method`).
         path: the file to write, e.g. `exports/shapes_gfl.tflite`. It appears complete or not at all (written to a
             temporary file in the same folder, then renamed); an existing file is replaced.
         quantization: None (float32), "float16" (float16 weights) or "dynamic" (dynamic-range int8 weights).

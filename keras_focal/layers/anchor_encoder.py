@@ -3,48 +3,9 @@
 import keras
 from keras import ops
 
+from keras_focal.boxes import BACKGROUND, IGNORED, centers, pairwise_iou, valid_boxes_mask
 from keras_focal.layers import box_coding
 from keras_focal.layers.anchor_generator import AnchorGenerator
-
-BACKGROUND = -1
-IGNORED = -2
-
-
-def pairwise_iou(boxes1, boxes2):
-    """IoU of yxyx boxes, ``[N, 4] x [B, M, 4] -> [B, N, M]`` (any ranks accepted by compute_iou).
-
-    ``keras.utils.bounding_boxes.compute_iou`` divides by ``union + 1e-7``. In normalized coordinates the
-    union of a small anchor is ~1e-4, so that epsilon moves an IoU of exactly 0.5 to 0.4995 and flips it
-    across the positive threshold; we divide by ``max(union, tiny)`` instead (exact IoU, 0 for empty
-    boxes), which is what torchvision's ``box_iou`` computes.
-    """
-    boxes1 = ops.cast(boxes1, "float32")
-    boxes2 = ops.cast(boxes2, "float32")
-    y1a, x1a, y2a, x2a = [boxes1[..., i] for i in range(4)]
-    y1b, x1b, y2b, x2b = [boxes2[..., i] for i in range(4)]
-    # boxes1 [N] -> [..., N, 1]; boxes2 [..., M] -> [..., 1, M]
-    y1a, x1a, y2a, x2a = [ops.expand_dims(t, -1) for t in (y1a, x1a, y2a, x2a)]
-    y1b, x1b, y2b, x2b = [ops.expand_dims(t, -2) for t in (y1b, x1b, y2b, x2b)]
-    ih = ops.maximum(ops.minimum(y2a, y2b) - ops.maximum(y1a, y1b), 0.0)
-    iw = ops.maximum(ops.minimum(x2a, x2b) - ops.maximum(x1a, x1b), 0.0)
-    inter = ih * iw
-    area_a = ops.maximum(y2a - y1a, 0.0) * ops.maximum(x2a - x1a, 0.0)
-    area_b = ops.maximum(y2b - y1b, 0.0) * ops.maximum(x2b - x1b, 0.0)
-    union = area_a + area_b - inter
-    return inter / ops.maximum(union, 1e-12)
-
-
-def valid_boxes_mask(boxes, classes):
-    """bool ``[..., M]``: a real ground-truth box (class >= 0, finite, strictly positive height and width)."""
-    boxes = ops.cast(boxes, "float32")
-    h = boxes[..., 2] - boxes[..., 0]
-    w = boxes[..., 3] - boxes[..., 1]
-    finite = ops.all(ops.isfinite(boxes), axis=-1)
-    return ops.logical_and(
-        ops.logical_and(ops.greater_equal(ops.cast(classes, "int32"), 0), finite),
-        ops.logical_and(ops.greater(h, 0.0), ops.greater(w, 0.0)),
-    )
-
 
 @keras.saving.register_keras_serializable(package="keras_focal")
 class AnchorEncoder(keras.layers.Layer):
@@ -58,7 +19,9 @@ class AnchorEncoder(keras.layers.Layer):
     * ``class_targets`` int32 ``[..., A]``: class id (>= 0) for positives, -1 background, -2 ignored;
     * ``box_targets`` float32 ``[..., A, 4]``: ``(dy, dx, log dh, log dw) * box_weights`` of the matched box
       (see ``box_coding.encode_deltas``), 0 where not positive;
-    * ``matched_boxes`` float32 ``[..., A, 4]``: the assigned ground-truth box (yxyx), 0 where not positive.
+    * ``matched_boxes`` float32 ``[..., A, 4]``: the assigned ground-truth box (yxyx), 0 where not positive;
+    * ``matched_indices`` int32 ``[..., A]``: the index into ``M`` of the assigned ground-truth box, -1 where the
+      anchor is not positive.
 
     ``assigner="iou"`` (RetinaNet, Focal Loss paper §4): IoU >= ``positive_iou`` (0.5) positive,
     < ``negative_iou`` (0.4) background, in between ignored. With ``allow_low_quality_matches`` (as
@@ -161,8 +124,8 @@ class AnchorEncoder(keras.layers.Layer):
         h_img = ops.cast(image_height, "float32")
         w_img = ops.cast(image_width, "float32")
         iou = pairwise_iou(anchors, boxes)  # [B, A, M]
-        a_ctr = box_coding.anchor_centers(anchors)  # [A, 2]
-        g_ctr = box_coding.anchor_centers(boxes)  # [B, M, 2]
+        a_ctr = centers(anchors)  # [A, 2]
+        g_ctr = centers(boxes)  # [B, M, 2]
         dy = (a_ctr[None, :, None, 0] - g_ctr[:, None, :, 0]) * h_img
         dx = (a_ctr[None, :, None, 1] - g_ctr[:, None, :, 1]) * w_img
         dist = ops.sqrt(dy * dy + dx * dx)  # [B, A, M], pixels
@@ -227,6 +190,7 @@ class AnchorEncoder(keras.layers.Layer):
             "class_targets": class_targets,
             "box_targets": box_targets,
             "matched_boxes": matched_boxes,
+            "matched_indices": ops.where(positive, match_idx, -1),
         }
 
     def get_config(self):

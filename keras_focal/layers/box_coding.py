@@ -30,6 +30,8 @@ import math
 import keras
 from keras import ops
 
+from keras_focal.boxes import centers
+
 BBOX_XFORM_CLIP = math.log(1000.0 / 16.0)
 
 __all__ = [
@@ -38,7 +40,6 @@ __all__ = [
     "decode_deltas",
     "encode_distances",
     "decode_distances",
-    "anchor_centers",
 ]
 
 
@@ -110,12 +111,6 @@ def decode_deltas(anchors, deltas, weights=(1.0, 1.0, 1.0, 1.0), clip=BBOX_XFORM
     )
 
 
-def anchor_centers(anchors):
-    """Centres ``(cy, cx)`` of yxyx anchors, float32 ``[..., 2]``."""
-    anchors = ops.cast(anchors, "float32")
-    return (anchors[..., :2] + anchors[..., 2:]) * 0.5
-
-
 def _stride_units(strides, image_height, image_width):
     """Per-anchor (y, x) size of one stride in normalized coordinates, ``[A, 2]``."""
     strides = ops.cast(strides, "float32")
@@ -138,7 +133,7 @@ def encode_distances(anchors, boxes, strides, image_height, image_width):
         Not clamped (the GFL loss clamps to ``[0, reg_max - 0.1]``).
     """
     boxes = ops.cast(boxes, "float32")
-    c = anchor_centers(anchors)
+    c = centers(anchors)
     unit = _stride_units(strides, image_height, image_width)
     cy, cx = c[..., 0], c[..., 1]
     uy, ux = unit[..., 0], unit[..., 1]
@@ -152,7 +147,7 @@ def encode_distances(anchors, boxes, strides, image_height, image_width):
 def decode_distances(anchors, distances, strides, image_height, image_width):
     """Inverse of :func:`encode_distances`: ``[..., A, 4]`` ltrb stride units -> normalized yxyx."""
     distances = ops.cast(distances, "float32")
-    c = anchor_centers(anchors)
+    c = centers(anchors)
     unit = _stride_units(strides, image_height, image_width)
     cy, cx = c[..., 0], c[..., 1]
     uy, ux = unit[..., 0], unit[..., 1]

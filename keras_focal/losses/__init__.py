@@ -1,7 +1,7 @@
 """The focal-loss family, Generalized Focal Loss (QFL / DFL) and the box losses, for Keras 3.
 
 Each loss is a plain function returning unreduced values plus a `keras.losses.Loss` subclass registered under the
-"keras_focal" package (CONTRACT §1).
+"keras_focal" package.
 """
 
 from keras_focal.losses.box import GIoULoss, SmoothL1Loss, giou_loss, smooth_l1_loss

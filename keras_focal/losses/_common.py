@@ -1,4 +1,4 @@
-"""Private helpers shared by the keras_focal losses: dtypes, shape checks, powers, argument checks, fusion."""
+"""What the keras_focal losses share: the Loss base class, argument checks, dtypes, shape checks, powers, fusion."""
 
 import functools
 
@@ -99,14 +99,15 @@ def clip_probabilities(p):
     return ops.clip(p, eps, 1.0 - eps)
 
 
-def check_gamma(gamma, name="gamma"):
+def check_non_negative(value, name):
+    """A finite float >= 0 (gamma, beta), or ValueError naming the argument."""
     try:
-        gamma = float(gamma)
+        number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be a non-negative number, got {name}={gamma!r}.") from None
-    if not np.isfinite(gamma) or gamma < 0:
-        raise ValueError(f"`{name}` must be a finite number >= 0, got {name}={gamma}.")
-    return gamma
+        raise ValueError(f"`{name}` must be a non-negative number, got {name}={value!r}.") from None
+    if not np.isfinite(number) or number < 0:
+        raise ValueError(f"`{name}` must be a finite number >= 0, got {name}={number}.")
+    return number
 
 
 def check_alpha(alpha):
@@ -128,6 +129,72 @@ def check_label_smoothing(label_smoothing):
     return value
 
 
+def check_ignore_class(ignore_class):
+    if ignore_class is None:
+        return None
+    if not float(ignore_class).is_integer():
+        raise ValueError(f"`ignore_class` must be an integer or None, got {ignore_class!r}.")
+    return int(ignore_class)
+
+
+# The rule for every hyper-parameter a keras_focal loss takes, by argument name.
+ARGUMENT_CHECKS = {
+    "alpha": check_alpha,
+    "gamma": lambda value: check_non_negative(value, "gamma"),
+    "beta": lambda value: check_non_negative(value, "beta"),
+    "label_smoothing": check_label_smoothing,
+    "from_logits": bool,
+    "ignore_class": check_ignore_class,
+}
+
+
+def check_arguments(**arguments):
+    """The arguments, each checked and converted by its rule in ARGUMENT_CHECKS (ValueError naming it)."""
+    return {name: ARGUMENT_CHECKS[name](value) for name, value in arguments.items()}
+
+
+class LossFunctionWrapper(keras.losses.Loss):
+    """A keras_focal loss class: a plain function of unreduced values plus its hyper-parameters (the shape of keras
+    core's `LossFunctionWrapper`).
+
+    `call(y_true, y_pred)` is `fn(y_true, y_pred, **arguments)`, its last axis reduced by `last_axis` ("mean",
+    "sum", or None when `fn` already returns one value per example or target); Keras' reduction and
+    `sample_weight` come after. `match_unit_axis` accepts Keras' (batch,) labels with (batch, 1) predictions.
+    The arguments are checked once, here, become attributes (`loss.alpha`), and make up `get_config` with
+    `name`, `reduction` and `dtype`.
+    """
+
+    def __init__(self, fn, last_axis=None, match_unit_axis=False, name=None, reduction="sum_over_batch_size",
+                 dtype=None, **arguments):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        if last_axis not in (None, "mean", "sum"):
+            raise ValueError(f"last_axis must be None, 'mean' or 'sum', got {last_axis!r}")
+        self.fn = fn
+        self.last_axis = last_axis
+        self.match_unit_axis = bool(match_unit_axis)
+        # The user's dtype as given (Keras keeps only the policy), so that get_config is complete.
+        self._user_dtype = dtype if (dtype is None or isinstance(dtype, str)) else getattr(dtype, "name", None)
+        self._argument_names = tuple(arguments)
+        for argument, value in check_arguments(**arguments).items():
+            setattr(self, argument, value)
+
+    def call(self, y_true, y_pred):
+        if self.match_unit_axis:
+            y_true, y_pred = match_trailing_unit_axis(y_true, y_pred)
+        values = self.fn(y_true, y_pred, **{n: getattr(self, n) for n in self._argument_names})
+        if self.last_axis == "mean":
+            return ops.mean(values, axis=-1)
+        if self.last_axis == "sum":
+            return ops.sum(values, axis=-1)
+        return values
+
+    def get_config(self):
+        config = super().get_config()
+        config["dtype"] = self._user_dtype
+        config.update({n: getattr(self, n) for n in self._argument_names})
+        return config
+
+
 def concrete_numpy(x):
     """The value of `x` as a NumPy array when it is concrete (eager), None when it is symbolic (graph/trace)."""
     backend = keras.backend.backend()
@@ -146,11 +213,6 @@ def concrete_numpy(x):
         return np.asarray(ops.convert_to_numpy(x))
     except Exception:  # symbolic tensors of any backend
         return None
-
-
-def config_dtype(loss):
-    """The dtype argument to store in get_config (None unless the user chose one)."""
-    return getattr(loss, "_user_dtype", None)
 
 
 @functools.lru_cache(maxsize=None)

@@ -10,43 +10,14 @@ summed over the last (coordinate) axis; beta = 0 gives the L1 loss.
 import keras
 from keras import ops
 
+from keras_focal.boxes import intersection_union_enclosure, safe_divide
 from keras_focal.losses import _common as C
-from keras_focal.losses.focal import _KFLoss
-
-
-def _safe_divide(numerator, denominator):
-    """numerator / denominator, 0 where the denominator is 0, with finite gradients (double-where)."""
-    nonzero = ops.greater(denominator, 0.0)
-    safe = ops.where(nonzero, denominator, ops.ones_like(denominator))
-    return ops.where(nonzero, numerator / safe, ops.zeros_like(numerator))
-
-
-def _intersection_union_enclosure(y_true, y_pred):
-    """Areas of the intersection, the union and the smallest enclosing box of y_true[i] and y_pred[i] (yxyx)."""
-    t_ymin, t_xmin, t_ymax, t_xmax = ops.unstack(y_true, 4, axis=-1)
-    p_ymin, p_xmin, p_ymax, p_xmax = ops.unstack(y_pred, 4, axis=-1)
-    area_t = ops.relu(t_ymax - t_ymin) * ops.relu(t_xmax - t_xmin)
-    area_p = ops.relu(p_ymax - p_ymin) * ops.relu(p_xmax - p_xmin)
-    inter_h = ops.relu(ops.minimum(t_ymax, p_ymax) - ops.maximum(t_ymin, p_ymin))
-    inter_w = ops.relu(ops.minimum(t_xmax, p_xmax) - ops.maximum(t_xmin, p_xmin))
-    inter = inter_h * inter_w
-    union = area_t + area_p - inter
-    enclose_h = ops.relu(ops.maximum(t_ymax, p_ymax) - ops.minimum(t_ymin, p_ymin))
-    enclose_w = ops.relu(ops.maximum(t_xmax, p_xmax) - ops.minimum(t_xmin, p_xmin))
-    return inter, union, enclose_h * enclose_w
-
-
-def aligned_iou(boxes1, boxes2):
-    """IoU of boxes1[i] with boxes2[i] ([ymin, xmin, ymax, xmax]), element by element; 0 for an empty union."""
-    boxes1, boxes2 = C.to_compute(boxes1, boxes2)
-    inter, union, _ = _intersection_union_enclosure(boxes1, boxes2)
-    return _safe_divide(inter, union)
 
 
 def giou_loss(y_true, y_pred):
     """Generalized-IoU loss (Rezatofighi et al. 2019), one value per box.
 
-    Boxes are `[ymin, xmin, ymax, xmax]` (normalized, CONTRACT §2) on the last axis of size 4:
+    Boxes are `[ymin, xmin, ymax, xmax]` (normalized) on the last axis of size 4:
 
     ```
     I = area(A ∩ B), U = area(A) + area(B) - I, C = area of the smallest box enclosing A and B
@@ -68,8 +39,8 @@ def giou_loss(y_true, y_pred):
             f"giou_loss: boxes need a last axis of size 4 ([ymin, xmin, ymax, xmax]), got y_pred.shape="
             f"{tuple(y_pred.shape)}."
         )
-    inter, union, enclose = _intersection_union_enclosure(y_true, y_pred)
-    giou = _safe_divide(inter, union) - _safe_divide(enclose - union, enclose)
+    inter, union, enclose = intersection_union_enclosure(y_true, y_pred)
+    giou = safe_divide(inter, union) - safe_divide(enclose - union, enclose)
     return 1.0 - giou
 
 
@@ -89,7 +60,7 @@ def smooth_l1_loss(y_true, y_pred, beta=0.11):
     >>> smooth_l1_loss([[0.0, 0.0]], [[0.05, 1.0]]).shape
     TensorShape([1, 2])
     """
-    beta = C.check_gamma(beta, "beta")
+    beta = C.check_arguments(beta=beta)["beta"]
     y_true, y_pred = C.to_compute(y_true, y_pred)
     C.check_same_shape(y_true, y_pred, "smooth_l1_loss")
     d = ops.abs(y_pred - y_true)
@@ -100,7 +71,7 @@ def smooth_l1_loss(y_true, y_pred, beta=0.11):
 
 
 @keras.saving.register_keras_serializable(package="keras_focal")
-class GIoULoss(_KFLoss):
+class GIoULoss(C.LossFunctionWrapper):
     """Generalized-IoU loss on normalized `[ymin, xmin, ymax, xmax]` boxes, one value per box.
 
     y_true and y_pred have shape `[..., 4]`; see `giou_loss`. The GFL head uses it with weight 2.0.
@@ -113,17 +84,11 @@ class GIoULoss(_KFLoss):
     """
 
     def __init__(self, reduction="sum_over_batch_size", name="giou_loss", dtype=None):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-
-    def call(self, y_true, y_pred):
-        return giou_loss(y_true, y_pred)
-
-    def get_config(self):
-        return self._base_config()
+        super().__init__(giou_loss, name=name, reduction=reduction, dtype=dtype)
 
 
 @keras.saving.register_keras_serializable(package="keras_focal")
-class SmoothL1Loss(_KFLoss):
+class SmoothL1Loss(C.LossFunctionWrapper):
     """The RetinaNet / Detectron smooth-L1 loss, summed over the last (coordinate) axis: one value per box.
 
     A thin class on `smooth_l1_loss`, not a `keras.losses.Huber` wrapper: `Huber(delta=b) = b * smoothL1(beta=b)`
@@ -137,14 +102,5 @@ class SmoothL1Loss(_KFLoss):
     """
 
     def __init__(self, beta=0.11, reduction="sum_over_batch_size", name="smooth_l1_loss", dtype=None):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.beta = C.check_gamma(beta, "beta")
-
-    def call(self, y_true, y_pred):
-        y_true, y_pred = C.match_trailing_unit_axis(y_true, y_pred)
-        return ops.sum(smooth_l1_loss(y_true, y_pred, beta=self.beta), axis=-1)
-
-    def get_config(self):
-        config = self._base_config()
-        config.update(beta=self.beta)
-        return config
+        super().__init__(smooth_l1_loss, last_axis="sum", match_unit_axis=True, name=name, reduction=reduction,
+                         dtype=dtype, beta=beta)

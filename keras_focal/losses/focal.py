@@ -110,9 +110,8 @@ def focal_loss(y_true, y_pred, alpha=0.25, gamma=2.0, from_logits=False, label_s
     >>> focal_loss(labels, logits, from_logits=True).shape
     TensorShape([1, 3])
     """
-    alpha = C.check_alpha(alpha)
-    gamma = C.check_gamma(gamma)
-    label_smoothing = C.check_label_smoothing(label_smoothing)
+    alpha, gamma, label_smoothing = C.check_arguments(
+        alpha=alpha, gamma=gamma, label_smoothing=label_smoothing).values()
     y_true, y_pred = C.to_compute(y_true, y_pred)
     C.check_same_shape(y_true, y_pred, "focal_loss")
     if label_smoothing:
@@ -198,9 +197,8 @@ def categorical_focal_loss(y_true, y_pred, alpha=0.25, gamma=2.0, from_logits=Fa
     >>> categorical_focal_loss([[0.0, 1.0, 0.0]], [[0.1, 0.8, 0.1]]).shape
     TensorShape([1])
     """
-    alpha = C.check_alpha(alpha)
-    gamma = C.check_gamma(gamma)
-    label_smoothing = C.check_label_smoothing(label_smoothing)
+    alpha, gamma, label_smoothing = C.check_arguments(
+        alpha=alpha, gamma=gamma, label_smoothing=label_smoothing).values()
     y_true, y_pred = C.to_compute(y_true, y_pred)
     C.check_same_shape(y_true, y_pred, "categorical_focal_loss")
     if len(y_pred.shape) == 0:
@@ -226,8 +224,7 @@ def sparse_categorical_focal_loss(y_true, y_pred, alpha=0.25, gamma=2.0, from_lo
     >>> sparse_categorical_focal_loss([1, 2], [[0.1, 0.8, 0.1], [0.2, 0.2, 0.6]]).shape
     TensorShape([2])
     """
-    alpha = C.check_alpha(alpha)
-    gamma = C.check_gamma(gamma)
+    alpha, gamma, ignore_class = C.check_arguments(alpha=alpha, gamma=gamma, ignore_class=ignore_class).values()
     y_pred = ops.convert_to_tensor(y_pred)
     y_pred = ops.cast(y_pred, C.compute_dtype(y_pred))
     y_true = ops.convert_to_tensor(y_true)
@@ -245,7 +242,7 @@ def sparse_categorical_focal_loss(y_true, y_pred, alpha=0.25, gamma=2.0, from_lo
     valid = ops.logical_and(labels >= 0, labels < num_classes)
     ignored = None
     if ignore_class is not None:
-        ignored = ops.equal(labels, int(ignore_class))
+        ignored = ops.equal(labels, ignore_class)
         valid = ops.logical_or(valid, ignored)
     values = C.concrete_numpy(labels)
     if values is not None:
@@ -270,21 +267,8 @@ def sparse_categorical_focal_loss(y_true, y_pred, alpha=0.25, gamma=2.0, from_lo
 # Loss classes
 
 
-class _KFLoss(keras.losses.Loss):
-    """Common constructor / config handling: keeps the user's dtype so that get_config is complete."""
-
-    def __init__(self, name, reduction, dtype):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self._user_dtype = dtype if (dtype is None or isinstance(dtype, str)) else getattr(dtype, "name", None)
-
-    def _base_config(self):
-        config = super().get_config()
-        config["dtype"] = self._user_dtype
-        return config
-
-
 @keras.saving.register_keras_serializable(package="keras_focal")
-class FocalLoss(_KFLoss):
+class FocalLoss(C.LossFunctionWrapper):
     """Sigmoid focal loss (Lin et al. 2017) for binary and multi-label targets.
 
     ```
@@ -312,44 +296,15 @@ class FocalLoss(_KFLoss):
     True
     """
 
-    def __init__(
-        self,
-        alpha=0.25,
-        gamma=2.0,
-        from_logits=False,
-        label_smoothing=0.0,
-        reduction="sum_over_batch_size",
-        name="focal_loss",
-        dtype=None,
-    ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.alpha = C.check_alpha(alpha)
-        self.gamma = C.check_gamma(gamma)
-        self.from_logits = bool(from_logits)
-        self.label_smoothing = C.check_label_smoothing(label_smoothing)
-
-    def call(self, y_true, y_pred):
-        y_true, y_pred = C.match_trailing_unit_axis(y_true, y_pred)
-        values = focal_loss(
-            y_true,
-            y_pred,
-            alpha=self.alpha,
-            gamma=self.gamma,
-            from_logits=self.from_logits,
-            label_smoothing=self.label_smoothing,
-        )
-        return ops.mean(values, axis=-1)
-
-    def get_config(self):
-        config = self._base_config()
-        config.update(
-            alpha=self.alpha, gamma=self.gamma, from_logits=self.from_logits, label_smoothing=self.label_smoothing
-        )
-        return config
+    def __init__(self, alpha=0.25, gamma=2.0, from_logits=False, label_smoothing=0.0,
+                 reduction="sum_over_batch_size", name="focal_loss", dtype=None):
+        super().__init__(focal_loss, last_axis="mean", match_unit_axis=True, name=name, reduction=reduction,
+                         dtype=dtype, alpha=alpha, gamma=gamma, from_logits=from_logits,
+                         label_smoothing=label_smoothing)
 
 
 @keras.saving.register_keras_serializable(package="keras_focal")
-class BalancedCrossentropy(_KFLoss):
+class BalancedCrossentropy(C.LossFunctionWrapper):
     """Alpha-balanced binary cross-entropy: `FocalLoss` with `gamma=0`.
 
     ```
@@ -367,19 +322,11 @@ class BalancedCrossentropy(_KFLoss):
     0.99
     """
 
-    def __init__(
-        self,
-        alpha=0.25,
-        from_logits=False,
-        label_smoothing=0.0,
-        reduction="sum_over_batch_size",
-        name="balanced_crossentropy",
-        dtype=None,
-    ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.alpha = C.check_alpha(alpha)
-        self.from_logits = bool(from_logits)
-        self.label_smoothing = C.check_label_smoothing(label_smoothing)
+    def __init__(self, alpha=0.25, from_logits=False, label_smoothing=0.0, reduction="sum_over_batch_size",
+                 name="balanced_crossentropy", dtype=None):
+        super().__init__(balanced_crossentropy, last_axis="mean", match_unit_axis=True, name=name,
+                         reduction=reduction, dtype=dtype, alpha=alpha, from_logits=from_logits,
+                         label_smoothing=label_smoothing)
 
     @classmethod
     def from_counts(cls, num_positive, num_negative, **kwargs):
@@ -394,21 +341,9 @@ class BalancedCrossentropy(_KFLoss):
             raise ValueError("from_counts computes alpha; do not pass it.")
         return cls(alpha=num_negative / (num_positive + num_negative), **kwargs)
 
-    def call(self, y_true, y_pred):
-        y_true, y_pred = C.match_trailing_unit_axis(y_true, y_pred)
-        values = balanced_crossentropy(
-            y_true, y_pred, alpha=self.alpha, from_logits=self.from_logits, label_smoothing=self.label_smoothing
-        )
-        return ops.mean(values, axis=-1)
-
-    def get_config(self):
-        config = self._base_config()
-        config.update(alpha=self.alpha, from_logits=self.from_logits, label_smoothing=self.label_smoothing)
-        return config
-
 
 @keras.saving.register_keras_serializable(package="keras_focal")
-class CategoricalFocalLoss(_KFLoss):
+class CategoricalFocalLoss(C.LossFunctionWrapper):
     """Softmax focal loss for one-hot labels: `-alpha (1 - p_c)^gamma log p_c` for the true class c.
 
     Reduces the class axis as `keras.losses.CategoricalFocalCrossentropy` (which it equals for the same alpha,
@@ -421,42 +356,14 @@ class CategoricalFocalLoss(_KFLoss):
     True
     """
 
-    def __init__(
-        self,
-        alpha=0.25,
-        gamma=2.0,
-        from_logits=False,
-        label_smoothing=0.0,
-        reduction="sum_over_batch_size",
-        name="categorical_focal_loss",
-        dtype=None,
-    ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.alpha = C.check_alpha(alpha)
-        self.gamma = C.check_gamma(gamma)
-        self.from_logits = bool(from_logits)
-        self.label_smoothing = C.check_label_smoothing(label_smoothing)
-
-    def call(self, y_true, y_pred):
-        return categorical_focal_loss(
-            y_true,
-            y_pred,
-            alpha=self.alpha,
-            gamma=self.gamma,
-            from_logits=self.from_logits,
-            label_smoothing=self.label_smoothing,
-        )
-
-    def get_config(self):
-        config = self._base_config()
-        config.update(
-            alpha=self.alpha, gamma=self.gamma, from_logits=self.from_logits, label_smoothing=self.label_smoothing
-        )
-        return config
+    def __init__(self, alpha=0.25, gamma=2.0, from_logits=False, label_smoothing=0.0,
+                 reduction="sum_over_batch_size", name="categorical_focal_loss", dtype=None):
+        super().__init__(categorical_focal_loss, name=name, reduction=reduction, dtype=dtype, alpha=alpha,
+                         gamma=gamma, from_logits=from_logits, label_smoothing=label_smoothing)
 
 
 @keras.saving.register_keras_serializable(package="keras_focal")
-class SparseCategoricalFocalLoss(_KFLoss):
+class SparseCategoricalFocalLoss(C.LossFunctionWrapper):
     """Softmax focal loss for integer labels: `-alpha (1 - p_c)^gamma log p_c`; `ignore_class` entries give 0.
 
     See `sparse_categorical_focal_loss` for the handling of out-of-range labels (ValueError in eager mode, NaN
@@ -469,39 +376,7 @@ class SparseCategoricalFocalLoss(_KFLoss):
     True
     """
 
-    def __init__(
-        self,
-        alpha=0.25,
-        gamma=2.0,
-        from_logits=False,
-        ignore_class=None,
-        reduction="sum_over_batch_size",
-        name="sparse_categorical_focal_loss",
-        dtype=None,
-    ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.alpha = C.check_alpha(alpha)
-        self.gamma = C.check_gamma(gamma)
-        self.from_logits = bool(from_logits)
-        if ignore_class is not None:
-            if not float(ignore_class).is_integer():
-                raise ValueError(f"`ignore_class` must be an integer or None, got {ignore_class!r}.")
-            ignore_class = int(ignore_class)
-        self.ignore_class = ignore_class
-
-    def call(self, y_true, y_pred):
-        return sparse_categorical_focal_loss(
-            y_true,
-            y_pred,
-            alpha=self.alpha,
-            gamma=self.gamma,
-            from_logits=self.from_logits,
-            ignore_class=self.ignore_class,
-        )
-
-    def get_config(self):
-        config = self._base_config()
-        config.update(
-            alpha=self.alpha, gamma=self.gamma, from_logits=self.from_logits, ignore_class=self.ignore_class
-        )
-        return config
+    def __init__(self, alpha=0.25, gamma=2.0, from_logits=False, ignore_class=None,
+                 reduction="sum_over_batch_size", name="sparse_categorical_focal_loss", dtype=None):
+        super().__init__(sparse_categorical_focal_loss, name=name, reduction=reduction, dtype=dtype, alpha=alpha,
+                         gamma=gamma, from_logits=from_logits, ignore_class=ignore_class)

@@ -4,7 +4,6 @@ import keras
 from keras import ops
 
 from keras_focal.losses import _common as C
-from keras_focal.losses.focal import _KFLoss
 
 
 def quality_focal_loss(y_true, y_pred, beta=2.0, from_logits=False):
@@ -27,7 +26,7 @@ def quality_focal_loss(y_true, y_pred, beta=2.0, from_logits=False):
     ...                    from_logits=True).shape
     TensorShape([1, 2])
     """
-    beta = C.check_gamma(beta, "beta")
+    beta = C.check_arguments(beta=beta)["beta"]
     y_true, y_pred = C.to_compute(y_true, y_pred)
     C.check_same_shape(y_true, y_pred, "quality_focal_loss")
     if from_logits:
@@ -124,7 +123,7 @@ def _dfl_and_derivative(y, x, num_bins):
 
 
 @keras.saving.register_keras_serializable(package="keras_focal")
-class QualityFocalLoss(_KFLoss):
+class QualityFocalLoss(C.LossFunctionWrapper):
     """Quality Focal Loss (GFL): `|y - sigma|^beta BCE(y, sigma)`, mean over the last axis.
 
     y_true is the IoU-quality target in [0, 1] (0 for negatives), the same shape as y_pred; see
@@ -139,23 +138,12 @@ class QualityFocalLoss(_KFLoss):
 
     def __init__(self, beta=2.0, from_logits=False, reduction="sum_over_batch_size", name="quality_focal_loss",
                  dtype=None):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.beta = C.check_gamma(beta, "beta")
-        self.from_logits = bool(from_logits)
-
-    def call(self, y_true, y_pred):
-        y_true, y_pred = C.match_trailing_unit_axis(y_true, y_pred)
-        values = quality_focal_loss(y_true, y_pred, beta=self.beta, from_logits=self.from_logits)
-        return ops.mean(values, axis=-1)
-
-    def get_config(self):
-        config = self._base_config()
-        config.update(beta=self.beta, from_logits=self.from_logits)
-        return config
+        super().__init__(quality_focal_loss, last_axis="mean", match_unit_axis=True, name=name,
+                         reduction=reduction, dtype=dtype, beta=beta, from_logits=from_logits)
 
 
 @keras.saving.register_keras_serializable(package="keras_focal")
-class DistributionFocalLoss(_KFLoss):
+class DistributionFocalLoss(C.LossFunctionWrapper):
     """Distribution Focal Loss (GFL): one value per target; y_pred has an extra bins axis of size n + 1.
 
     See `distribution_focal_loss`.
@@ -170,13 +158,5 @@ class DistributionFocalLoss(_KFLoss):
 
     def __init__(self, from_logits=False, reduction="sum_over_batch_size", name="distribution_focal_loss",
                  dtype=None):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.from_logits = bool(from_logits)
-
-    def call(self, y_true, y_pred):
-        return distribution_focal_loss(y_true, y_pred, from_logits=self.from_logits)
-
-    def get_config(self):
-        config = self._base_config()
-        config.update(from_logits=self.from_logits)
-        return config
+        super().__init__(distribution_focal_loss, name=name, reduction=reduction, dtype=dtype,
+                         from_logits=from_logits)

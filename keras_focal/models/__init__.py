@@ -1,6 +1,7 @@
-"""Detection models: `RetinaNet` (RetinaNet and GFL heads) and its building blocks."""
+"""Detection models: `RetinaNet` (backbone + FPN + a head: `RetinaNetHead` or `GFLHead`) and its building blocks."""
 
 from keras_focal.models.backbones import build_backbone
+from keras_focal.models.heads import DenseHead, GFLHead, RetinaNetHead
 from keras_focal.models.retinanet import RetinaNet
 
-__all__ = ["RetinaNet", "build_backbone"]
+__all__ = ["DenseHead", "GFLHead", "RetinaNet", "RetinaNetHead", "build_backbone"]

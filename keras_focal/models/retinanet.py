@@ -1,34 +1,36 @@
-"""RetinaNet (Lin et al. 2017, "Focal Loss for Dense Object Detection") and its GFL head variant
-(Li et al. 2020, "Generalized Focal Loss"), as one functional Keras model.
+"""RetinaNet (Lin et al. 2017, "Focal Loss for Dense Object Detection"): backbone + FPN + head, one functional Keras
+model. The head is RetinaNet's own (`RetinaNetHead`) or GFL's (`GFLHead`, Li et al. 2020, "Generalized Focal Loss").
 
 The story, in the order the data flows:
 1. Images, RGB in [0, 255] of any size and dtype, are normalized inside the model (ImageNet mean / std).
 2. A ResNet backbone gives C3-C5 (strides 8-32); the FPN turns them into P3-P7 (Sec. 4, "Feature Pyramid
-   Network Backbone").
-3. Two subnets shared across levels predict, for every anchor, class logits and box regressions (Sec. 4,
+   Network Backbone"); the head says whether P6 comes from C5 or P5.
+3. The head, shared across levels, predicts class logits and box outputs for every anchor (Sec. 4,
    "Classification Subnet", "Box Regression Subnet"). `model(images)` returns these raw outputs.
-4. Training (`compute_loss`): the AnchorEncoder assigns ground truth to anchors (IoU >= 0.5 positive, < 0.4
-   background, Sec. 4 "Anchors"; ATSS for GFL), normally in the tf.data pipeline, and the focal loss is normalized
-   by the number of positive anchors (Sec. 4.1).
-5. Inference (`detect`, used by `predict` and by the SavedModel export): the DetectionDecoder keeps the top 1000
-   candidates per level above score 0.05, decodes boxes and applies per-class NMS at IoU 0.5, 100 detections
-   (Sec. 4, "Inference").
+4. Training (`compute_loss`): the head's AnchorEncoder assigns ground truth to anchors, normally in the tf.data
+   pipeline (`model.anchor_encoder`), else in the graph; the head's loss is normalized over the global batch.
+5. Inference (`detect`, used by `predict` and by the SavedModel export): the head turns its box outputs into what
+   `model.prediction_decoder` reads, and the decoder keeps the top 1000 candidates per level above score 0.05,
+   decodes the boxes and applies per-class NMS (IoU 0.5 for RetinaNet, 0.6 for GFL), 100 detections
+   (Sec. 4, "Inference"). The decoding settings live in the decoder only: `model.score_threshold = 0.3` (or
+   `max_detections`, `iou_threshold`, `pre_nms_topk`) replaces it, and `predict` and the export both follow.
 """
 
 import keras
 from keras import ops
 
-from keras_focal import layers as kf_layers
-from keras_focal.models import detection_loss
+from keras_focal.layers import DetectionDecoder
 from keras_focal.models.backbones import build_backbone
 from keras_focal.models.fpn import feature_pyramid
-from keras_focal.models.heads import gfl_head, retina_head
+from keras_focal.models.heads import HEADS, get_head
+from keras_focal.models.heads.base import num_replicas, resolve_loss
 
 # ImageNet statistics, the normalization of the keras-hub ResNet presets.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-HEADS = ("retina", "gfl")
+# The decoder's settings that `RetinaNet` exposes as attributes; `iou_threshold=None` means the head's default.
+DECODING_SETTINGS = ("score_threshold", "iou_threshold", "pre_nms_topk", "max_detections")
 
 
 @keras.saving.register_keras_serializable(package="keras_focal")
@@ -42,26 +44,35 @@ class ImageNormalization(keras.layers.Layer):
         return (images - mean) / std
 
 
-def default_anchor_generator(head):
+def _named_head_arguments(head, head_convs, focal_alpha, focal_gamma, reg_max):
+    """The constructor arguments of a head given by name; the keyword arguments of the other head are ignored."""
+    if not isinstance(head, str):
+        given = {k: v for k, v in dict(head_convs=head_convs, focal_alpha=focal_alpha, focal_gamma=focal_gamma,
+                                       reg_max=reg_max).items() if v is not None}
+        if given:
+            raise ValueError(f"{sorted(given)} only apply to head='retina' / 'gfl'; with a head object set them on "
+                             "the head (num_convs, alpha, gamma, reg_max)")
+        return {}
+    arguments = {"num_convs": head_convs}
     if head == "retina":
-        # Sec. 4 "Anchors": areas 32^2..512^2 on P3..P7 (4 x stride), scales 2^{0, 1/3, 2/3}, ratios {1:2, 1:1, 2:1}.
-        return kf_layers.AnchorGenerator(min_level=3, max_level=7, anchor_size=4.0, num_scales=3,
-                                         aspect_ratios=(0.5, 1.0, 2.0))
-    # GFL: one square anchor of 8 x stride per location (ATSS/GFL `octave_base_scale=8, scales_per_octave=1`).
-    return kf_layers.AnchorGenerator(min_level=3, max_level=7, anchor_size=8.0, num_scales=1, aspect_ratios=(1.0,))
+        arguments.update(alpha=focal_alpha, gamma=focal_gamma)
+    elif head == "gfl":
+        arguments.update(reg_max=reg_max)
+    return {k: v for k, v in arguments.items() if v is not None}
 
 
 @keras.saving.register_keras_serializable(package="keras_focal")
 class RetinaNet(keras.Model):
-    """RetinaNet or GFL detector as a functional Keras model.
+    """A one-stage detector, backbone + FPN + head, as a functional Keras model.
 
     Args:
         num_classes: number of foreground classes (no background class: the heads use sigmoids).
         backbone: "resnet18" | "resnet34" | "resnet50" | "resnet101" | "resnet152", or a Keras model exposing
             C3-C5 (keras-hub `pyramid_outputs` with keys P3-P5, or exactly three outputs).
-        head: "retina" (focal loss, 9 anchors per location) or "gfl" (QFL + DFL + GIoU, ATSS, 1 anchor).
-        fpn_width: channels of the FPN and of the head convs; 256 in both papers.
-        head_convs: convs per subnet tower; 4 in both papers.
+        head: "retina" (focal loss, 9 anchors per location), "gfl" (QFL + DFL + GIoU, ATSS, 1 anchor), or a head
+            object (`keras_focal.models.heads.RetinaNetHead(...)`, `GFLHead(...)`).
+        fpn_width: channels of the FPN, and so of the head convs; 256 in both papers.
+        head_convs: convs per subnet tower of a named head (4 in both papers).
         image_size: (height, width) the model is trained and served at; the SavedModel export resizes to it.
         backbone_weights: None (random init), "imagenet" (keras-hub preset, needs a network) or a local file.
         freeze_stem, freeze_batchnorm: freeze the backbone's stem / run its BatchNorms in inference mode
@@ -70,19 +81,19 @@ class RetinaNet(keras.Model):
         sync_batchnorm: training-mode BatchNorms of the backbone compute their statistics over the global batch,
             across replicas and workers (`BatchNormalization(synchronized=True)`). `None` (default) synchronizes
             exactly when the BatchNorms are not frozen and the model is built under a strategy with more than one
-            replica, so the result does not depend on how the global batch is split; see README.md, "Scale out".
-        score_threshold, iou_threshold, pre_nms_topk, max_detections: decoding (0.05, 0.5 or 0.6 for GFL, 1000, 100).
-        focal_alpha, focal_gamma: focal loss of the RetinaNet head (0.25, 2.0; Sec. 3.2 and Table 1b).
-        reg_max: GFL distribution bins minus one (16 -> 17 bins).
+            replica, so the result does not depend on how the global batch is split; see docs/distributed.md.
+        score_threshold, iou_threshold, pre_nms_topk, max_detections: decoding (0.05, the head's NMS IoU when
+            None: 0.5 RetinaNet, 0.6 GFL, 1000, 100). Attributes of the same names change them later.
+        focal_alpha, focal_gamma: focal loss of head="retina" (0.25, 2.0 when None; Sec. 3.2 and Table 1b).
+        reg_max: distribution bins minus one of head="gfl" (16 when None: 17 bins).
     """
 
-    def __init__(self, num_classes, backbone="resnet50", head="retina", fpn_width=256, head_convs=4,
+    def __init__(self, num_classes, backbone="resnet50", head="retina", fpn_width=256, head_convs=None,
                  image_size=(512, 512), backbone_weights=None, freeze_stem=False, freeze_batchnorm=None,
                  score_threshold=0.05, iou_threshold=None, pre_nms_topk=1000, max_detections=100,
-                 focal_alpha=0.25, focal_gamma=2.0, reg_max=16, sync_batchnorm=None,
+                 focal_alpha=None, focal_gamma=None, reg_max=None, sync_batchnorm=None,
                  **kwargs):
-        if head not in HEADS:
-            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        head = get_head(head, **_named_head_arguments(head, head_convs, focal_alpha, focal_gamma, reg_max))
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if freeze_batchnorm is None:
@@ -97,60 +108,100 @@ class RetinaNet(keras.Model):
         images = keras.Input(shape=(None, None, 3), name="images")
         features = build_backbone(backbone, backbone_weights, freeze_stem, freeze_batchnorm, sync_batchnorm)
         c3, c4, c5 = features(ImageNormalization(name="normalization")(images))
-        pyramid = feature_pyramid(c3, c4, c5, fpn_width, extra_levels_from="c5" if head == "retina" else "p5")
-        anchor_generator = default_anchor_generator(head)
-        if head == "retina":
-            outputs = retina_head(pyramid, num_classes, anchor_generator.anchors_per_location, fpn_width, head_convs)
-        else:
-            outputs = gfl_head(pyramid, num_classes, fpn_width, head_convs, reg_max)
-        name = kwargs.pop("name", f"{head}net" if head == "retina" else "gfl")
+        pyramid = feature_pyramid(c3, c4, c5, fpn_width, extra_levels_from=head.fpn_extra_levels_from)
+        outputs = head(pyramid, int(num_classes))
+        name = kwargs.pop("name", "retinanet" if head.name == "retina" else head.name)
         super().__init__(inputs=images, outputs=outputs, name=name, **kwargs)
 
         self.num_classes = int(num_classes)
         self.backbone_spec = backbone
-        self.head = head
+        self.detection_head = head
         self.fpn_width = fpn_width
-        self.head_convs = head_convs
         self.image_size = tuple(int(s) for s in image_size)
         self.backbone_weights = backbone_weights
         self.freeze_stem = freeze_stem
         self.freeze_batchnorm = freeze_batchnorm
         self.sync_batchnorm = bool(sync_batchnorm)
-        self.score_threshold = score_threshold
-        self.iou_threshold = iou_threshold
-        self.pre_nms_topk = pre_nms_topk
-        self.max_detections = max_detections
-        self.focal_alpha = focal_alpha
-        self.focal_gamma = focal_gamma
-        self.reg_max = reg_max
 
-        self.anchor_generator = anchor_generator
-        self.anchor_encoder = kf_layers.AnchorEncoder(
-            anchor_generator=anchor_generator, assigner="iou" if head == "retina" else "atss")
-        self.decoder = kf_layers.DetectionDecoder(
-            anchor_generator=anchor_generator,
-            box_format="deltas" if head == "retina" else "distances",
+        self.anchor_generator = head.anchor_generator
+        self.anchor_encoder = head.anchor_encoder()
+        self._decoder = DetectionDecoder(
+            anchor_generator=head.anchor_generator,
+            box_format=head.box_format,
             score_threshold=score_threshold,
-            # Sec. 4 "Inference": NMS at 0.5; GFL (mmdetection gfl_r50_fpn_1x) uses 0.6.
-            iou_threshold=iou_threshold if iou_threshold is not None else (0.5 if head == "retina" else 0.6),
+            iou_threshold=head.nms_iou_threshold if iou_threshold is None else iou_threshold,
             pre_nms_topk=pre_nms_topk,
             max_detections=max_detections,
         )
-        if head == "gfl":
-            self.integral = kf_layers.Integral(reg_max=reg_max)
         self.classification_loss = None
         self.box_loss = None
         self.class_loss_tracker = keras.metrics.Mean(name="class_loss")
         self.box_loss_tracker = keras.metrics.Mean(name="box_loss")
 
+    @property
+    def head(self):
+        """The head's name ("retina", "gfl"); the head object is `detection_head`."""
+        return self.detection_head.name
+
+    @property
+    def head_convs(self):
+        return self.detection_head.num_convs
+
+    # -------------------------------------------------------------------------------------- decoding settings
+    @property
+    def prediction_decoder(self):
+        """The DetectionDecoder that `detect`, `predict` and the SavedModel export use: the one place the decoding
+        settings live. Assigning a new one (or one of the attributes in `DECODING_SETTINGS`) takes effect at the
+        next `predict` and export."""
+        return self._decoder
+
+    @prediction_decoder.setter
+    def prediction_decoder(self, decoder):
+        if not isinstance(decoder, DetectionDecoder):
+            raise TypeError(f"prediction_decoder must be a DetectionDecoder, got {type(decoder).__name__}")
+        self._decoder = decoder
+        self.predict_function = None  # traced with the old decoder
+
+    @property
+    def decoder(self):
+        """Read-only alias of `prediction_decoder`."""
+        return self._decoder
+
+    def _set_decoding(self, **settings):
+        config = {k: getattr(self._decoder, k) for k in DECODING_SETTINGS + ("box_format", "nms_method")}
+        config.update(settings)
+        self.prediction_decoder = DetectionDecoder(anchor_generator=self.anchor_generator, **config)
+
+    score_threshold = property(lambda self: self._decoder.score_threshold,
+                               lambda self, value: self._set_decoding(score_threshold=value),
+                               doc="Minimum score of a detection (0.05).")
+    iou_threshold = property(lambda self: self._decoder.iou_threshold,
+                             lambda self, value: self._set_decoding(
+                                 iou_threshold=self.detection_head.nms_iou_threshold if value is None else value),
+                             doc="NMS IoU (the head's: 0.5 RetinaNet, 0.6 GFL).")
+    pre_nms_topk = property(lambda self: self._decoder.pre_nms_topk,
+                            lambda self, value: self._set_decoding(pre_nms_topk=value),
+                            doc="Candidates per level before NMS (1000).")
+    max_detections = property(lambda self: self._decoder.max_detections,
+                              lambda self, value: self._set_decoding(max_detections=value),
+                              doc="Detections per image (100), N in the outputs.")
+
     # ----------------------------------------------------------------------------------------------- training
     def compile(self, optimizer="sgd", classification_loss=None, box_loss=None, **kwargs):
-        """Compiles with the paper's losses; `classification_loss` / `box_loss` replace the defaults with any
-        Keras or keras_focal loss object (RetinaNet head; logits are passed when the loss has from_logits=True)."""
+        """Compiles with the head's losses (the papers'); `classification_loss` / `box_loss` replace them.
+
+        Each is a Keras or keras_focal Loss object (or its name / config) or a plain function `fn(y_true, y_pred)`,
+        evaluated element by element with its reduction set aside (`keras_focal.models.heads.base.per_element`),
+        then summed and normalized as the head's own loss:
+        - classification_loss: one value per (anchor, class), from the one-hot (RetinaNet) or IoU-quality (GFL)
+          targets and the logits, or the probabilities for a Loss with `from_logits=False`;
+        - box_loss: RetinaNet head, one value per box delta (`SmoothL1Loss(beta=0.11)` is the default); GFL head,
+          one value per box on normalized yxyx boxes, replacing the GIoU term (`GIoULoss()` is the default).
+        """
         if "loss" in kwargs:
             raise ValueError("RetinaNet computes its own loss; use classification_loss= and box_loss= instead of loss=")
-        self.classification_loss = keras.losses.get(classification_loss) if classification_loss else None
-        self.box_loss = keras.losses.get(box_loss) if box_loss else None
+        self.classification_loss = resolve_loss(classification_loss)
+        self.box_loss = resolve_loss(box_loss)
         super().compile(optimizer=optimizer, **kwargs)
 
     def encode_targets(self, images, targets):
@@ -168,19 +219,14 @@ class RetinaNet(keras.Model):
                 f"(padded with -1), got {type(y).__name__}"
                 + (f" with keys {sorted(y)}" if isinstance(y, dict) else ""))
         targets = self.encode_targets(x, y)
-        if self.head == "retina":
-            total, class_loss, box_loss = detection_loss.retinanet_loss(
-                targets, y_pred, self.focal_alpha, self.focal_gamma,
-                classification_loss=self.classification_loss, box_loss=self.box_loss)
-        else:
-            height, width = ops.shape(x)[1], ops.shape(x)[2]
-            total, class_loss, box_loss = detection_loss.gfl_loss(
-                targets, y_pred, self.anchor_generator(height, width),
-                self.anchor_generator.anchor_strides(height, width), height, width, reg_max=self.reg_max)
+        height, width = ops.shape(x)[1], ops.shape(x)[2]
+        class_loss, box_loss = self.detection_head.loss(
+            targets, y_pred, height, width, classification_loss=self.classification_loss, box_loss=self.box_loss)
         # Trackers show the global-batch values: each replica holds its share (Keras' own unscale convention).
-        replicas = detection_loss.num_replicas()
+        replicas = num_replicas()
         self.class_loss_tracker.update_state(class_loss * replicas)
         self.box_loss_tracker.update_state(box_loss * replicas)
+        total = class_loss + box_loss
         losses = self.losses  # regularization terms, if any
         return total + ops.sum(losses) / replicas if losses else total
 
@@ -190,10 +236,8 @@ class RetinaNet(keras.Model):
         images = ops.convert_to_tensor(images)
         outputs = self(images, training=False)
         height, width = ops.shape(images)[1], ops.shape(images)[2]
-        boxes = outputs["box_outputs"]
-        if self.head == "gfl":
-            boxes = self.integral(boxes)
-        return self.decoder(outputs["class_logits"], boxes, height, width)
+        boxes = self.detection_head.box_predictions(outputs["box_outputs"])
+        return self.prediction_decoder(outputs["class_logits"], boxes, height, width)
 
     def predict_step(self, data):
         x = data[0] if isinstance(data, (tuple, list)) else data
@@ -208,24 +252,20 @@ class RetinaNet(keras.Model):
             "name": self.name,
             "num_classes": self.num_classes,
             "backbone": backbone,
-            "head": self.head,
+            "head": keras.saving.serialize_keras_object(self.detection_head),
             "fpn_width": self.fpn_width,
-            "head_convs": self.head_convs,
             "image_size": list(self.image_size),
             # Weights travel with the saved model; never re-download or re-read a file when reloading.
             "backbone_weights": None,
             "freeze_stem": self.freeze_stem,
             "freeze_batchnorm": self.freeze_batchnorm,
             "sync_batchnorm": self.sync_batchnorm,
-            "score_threshold": self.score_threshold,
-            "iou_threshold": self.iou_threshold,
-            "pre_nms_topk": self.pre_nms_topk,
-            "max_detections": self.max_detections,
-            "focal_alpha": self.focal_alpha,
-            "focal_gamma": self.focal_gamma,
-            "reg_max": self.reg_max,
+            **{k: getattr(self, k) for k in DECODING_SETTINGS},
         }
 
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+__all__ = ["HEADS", "ImageNormalization", "RetinaNet"]

@@ -2,9 +2,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_focal.layers import (
-    AnchorEncoder,
-    AnchorGenerator,
+from keras_focal.diagnostics import (
     MatchedGroundTruthFraction,
     MatchingStatisticsCallback,
     PositiveAnchorsPerImage,
@@ -13,6 +11,7 @@ from keras_focal.layers import (
     format_matching_statistics,
     matching_statistics,
 )
+from keras_focal.layers import AnchorEncoder, AnchorGenerator
 
 # two levels of non-overlapping tiles on 256 x 256: P5 = 32-px tiles (8 x 8), P6 = 64-px tiles (4 x 4)
 GEN = AnchorGenerator(min_level=5, max_level=6, anchor_size=1.0, num_scales=1, aspect_ratios=(1.0,))
@@ -25,7 +24,7 @@ CLASSES = np.array([0, 1, 2, -1], "int32")
 
 def test_matching_statistics_by_hand():
     t = ENC(BOXES[None], CLASSES[None], 256, 256)
-    s = matching_statistics(t["class_targets"], t["matched_boxes"], BOXES[None], CLASSES[None], GEN, 256, 256)
+    s = matching_statistics(t["class_targets"], t["matched_indices"], BOXES[None], CLASSES[None], GEN, 256, 256)
     np.testing.assert_allclose(s["matched_fraction_per_level"], [1 / 3, 1 / 3], atol=1e-6)
     np.testing.assert_allclose(float(s["matched_fraction"]), 2 / 3, atol=1e-6)
     np.testing.assert_allclose(s["positives_per_image"], [2.0])
@@ -41,7 +40,7 @@ def test_no_boxes_is_fully_matched_and_finite():
     b = -np.ones((2, 3, 4), "float32")
     c = -np.ones((2, 3), "int32")
     t = ENC(b, c, 256, 256)
-    s = matching_statistics(t["class_targets"], t["matched_boxes"], b, c, GEN, 256, 256)
+    s = matching_statistics(t["class_targets"], t["matched_indices"], b, c, GEN, 256, 256)
     assert float(s["matched_fraction"]) == 1.0 and int(s["num_ground_truth"]) == 0
     np.testing.assert_array_equal(s["positives_per_image"], [0, 0])
 

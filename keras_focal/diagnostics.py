@@ -7,7 +7,7 @@ image gets::
 
     enc = AnchorEncoder(AnchorGenerator())
     t = enc(boxes, classes, 512, 512)                       # batched [B, M, 4] / [B, M]
-    stats = matching_statistics(t["class_targets"], t["matched_boxes"], boxes, classes,
+    stats = matching_statistics(t["class_targets"], t["matched_indices"], boxes, classes,
                                 enc.anchor_generator, 512, 512)
     print(format_matching_statistics(stats, enc.anchor_generator))
 
@@ -23,41 +23,33 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_focal.layers.anchor_encoder import AnchorEncoder, pairwise_iou, valid_boxes_mask
+from keras_focal.boxes import IGNORED, pairwise_iou, valid_boxes_mask
+from keras_focal.layers.anchor_encoder import AnchorEncoder
 
 
-def _batched(class_targets, matched_boxes, gt_boxes, gt_classes):
+def _batched(class_targets, matched_indices, gt_boxes, gt_classes):
     """Adds a batch axis to the targets and ground truth of one unbatched image (``class_targets`` of rank 1)."""
     class_targets = ops.convert_to_tensor(class_targets)
     if len(class_targets.shape) != 1:
-        return class_targets, matched_boxes, gt_boxes, gt_classes
-    return (class_targets[None], ops.convert_to_tensor(matched_boxes)[None], ops.convert_to_tensor(gt_boxes)[None],
-            ops.convert_to_tensor(gt_classes)[None])
+        return class_targets, matched_indices, gt_boxes, gt_classes
+    return (class_targets[None], ops.convert_to_tensor(matched_indices)[None],
+            ops.convert_to_tensor(gt_boxes)[None], ops.convert_to_tensor(gt_classes)[None])
 
 
-def ground_truth_match_mask(class_targets, matched_boxes, gt_boxes, gt_classes, tolerance=1e-6):
+def ground_truth_match_mask(matched_indices, gt_boxes, gt_classes):
     """bool ``[B, A, M]``: anchor ``a`` is positive and assigned to ground-truth box ``m``.
 
-    The encoder's ``matched_boxes`` holds the assigned box's coordinates, so the assignment is recovered by
-    comparing coordinates (duplicate boxes count as matched together, which is what a user wants to know).
+    ``matched_indices`` int ``[B, A]`` is the encoder's assignment (the index into ``M``, -1 where not positive).
     """
-    class_targets, matched_boxes, gt_boxes, gt_classes = _batched(class_targets, matched_boxes, gt_boxes, gt_classes)
-    gt_boxes = ops.cast(gt_boxes, "float32")
-    matched_boxes = ops.cast(matched_boxes, "float32")
-    positive = ops.greater_equal(ops.cast(class_targets, "int32"), 0)  # [B, A]
-    valid = valid_boxes_mask(gt_boxes, gt_classes)  # [B, M]
-    close = ops.all(
-        ops.abs(matched_boxes[:, :, None, :] - gt_boxes[:, None, :, :]) <= tolerance, axis=-1
-    )  # [B, A, M]
-    same_class = ops.equal(
-        ops.cast(class_targets, "int32")[:, :, None], ops.cast(gt_classes, "int32")[:, None, :]
-    )
-    return close & same_class & positive[:, :, None] & valid[:, None, :]
+    matched_indices = ops.cast(matched_indices, "int32")
+    m = ops.shape(gt_classes)[-1]
+    assigned = ops.equal(matched_indices[:, :, None], ops.arange(m, dtype="int32")[None, None, :])  # [B, A, M]
+    return ops.logical_and(assigned, valid_boxes_mask(gt_boxes, gt_classes)[:, None, :])
 
 
 def matching_statistics(
     class_targets,
-    matched_boxes,
+    matched_indices,
     gt_boxes,
     gt_classes,
     anchor_generator,
@@ -68,7 +60,7 @@ def matching_statistics(
 
     Args:
         class_targets: int ``[B, A]`` (or ``[A]``) from ``AnchorEncoder`` (>= 0 positive).
-        matched_boxes: float ``[B, A, 4]`` from ``AnchorEncoder``.
+        matched_indices: int ``[B, A]`` from ``AnchorEncoder``: the assigned box's index, -1 if not positive.
         gt_boxes, gt_classes: the ground truth given to the encoder, ``[B, M, 4]`` / ``[B, M]`` padded with -1.
         anchor_generator: the encoder's ``AnchorGenerator``.
         image_height, image_width: the image size the targets were encoded for.
@@ -86,8 +78,9 @@ def matching_statistics(
         * ``gt_matched`` bool ``[B, M]`` and ``gt_matched_per_level`` bool ``[B, M, L]``: which boxes were
           matched (find the objects your anchors miss).
     """
-    class_targets, matched_boxes, gt_boxes, gt_classes = _batched(class_targets, matched_boxes, gt_boxes, gt_classes)
-    match = ground_truth_match_mask(class_targets, matched_boxes, gt_boxes, gt_classes)  # [B, A, M]
+    class_targets, matched_indices, gt_boxes, gt_classes = _batched(
+        class_targets, matched_indices, gt_boxes, gt_classes)
+    match = ground_truth_match_mask(matched_indices, gt_boxes, gt_classes)  # [B, A, M]
     per_level = anchor_generator.split_levels(match, image_height, image_width, axis=1)
     per_level = ops.stack([ops.any(m, axis=1) for m in per_level], axis=-1)  # [B, M, L]
     matched = ops.any(per_level, axis=-1)  # [B, M]
@@ -99,7 +92,7 @@ def matching_statistics(
     frac = ops.where(n_valid > 0, ops.sum(ops.cast(matched, "float32") * valid_f) / denom, 1.0)
     ct = ops.cast(class_targets, "int32")
     positives = ops.sum(ops.cast(ct >= 0, "float32"), axis=1)
-    ignored = ops.sum(ops.cast(ct == -2, "float32"), axis=1)
+    ignored = ops.sum(ops.cast(ct == IGNORED, "float32"), axis=1)
     return {
         "matched_fraction_per_level": frac_level,
         "matched_fraction": frac,
@@ -154,7 +147,7 @@ def anchor_coverage(dataset, encoder, image_size, max_batches=None):
         y = batch[1] if isinstance(batch, (tuple, list)) else batch
         boxes, classes = y["boxes"], y["classes"]
         t = encoder(boxes, classes, h, w)
-        s = matching_statistics(t["class_targets"], t["matched_boxes"], boxes, classes, gen, h, w)
+        s = matching_statistics(t["class_targets"], t["matched_indices"], boxes, classes, gen, h, w)
         n = float(s["num_ground_truth"])
         n_gt += n
         matched += float(s["matched_fraction"]) * n
@@ -175,7 +168,7 @@ def anchor_coverage(dataset, encoder, image_size, max_batches=None):
 class _EncodingMetric(keras.metrics.Metric):
     """Base: ``update_state(y_true, y_pred=None, sample_weight=None)`` where ``y_true`` is either the raw
     ground truth ``{"boxes", "classes"}`` (encoded here with ``encoder`` at ``image_size``) or already
-    encoded targets ``{"class_targets", "matched_boxes", "boxes", "classes"}``. ``y_pred`` is unused."""
+    encoded targets ``{"class_targets", "matched_indices", "boxes", "classes"}``. ``y_pred`` is unused."""
 
     def __init__(self, encoder=None, image_size=None, name=None, **kwargs):
         super().__init__(name=name, **kwargs)
@@ -244,7 +237,7 @@ class MatchedGroundTruthFraction(_EncodingMetric):
         t = self._targets(y_true)
         h, w = self.image_size
         gen = self.encoder.anchor_generator
-        s = matching_statistics(t["class_targets"], t["matched_boxes"], t["boxes"], t["classes"], gen, h, w)
+        s = matching_statistics(t["class_targets"], t["matched_indices"], t["boxes"], t["classes"], gen, h, w)
         if self.level is None:
             matched = s["gt_matched"]
         else:
