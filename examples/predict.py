@@ -4,6 +4,7 @@ PNGs with boxes, class names and scores drawn (keras_focal.visualization).
     python examples/predict.py --model saved_models/retinanet --images photos/ --output-dir predictions
     python examples/predict.py --model saved_models/retinanet --images a.jpg b.png
     python examples/predict.py --model runs/shapes/best.keras --split test --num-images 8
+    python examples/predict.py --model tflite_models/shapes_gfl_dynamic.tflite --images a.jpg
 
 Class names come from the model (a .keras model's class_names, a SavedModel's assets/labels.txt), else from
 --dataset.
@@ -47,7 +48,8 @@ def _decode(path):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True,
-                   help="a .keras model file, a SavedModel directory, or an export root holding integer versions")
+                   help="a .keras model file, a SavedModel directory, an export root holding integer versions, "
+                        "or a .tflite file (examples/export.py --format tflite)")
     p.add_argument("--images", nargs="*", default=None,
                    help="image files and / or folders of them (JPEG, PNG, BMP, GIF); if none, use --dataset/--split")
     p.add_argument("--dataset", default="keras_focal_shapes",

@@ -166,13 +166,18 @@ def detector_class_names(model):
 def load_detector(path):
     """Loads a detector for evaluation / prediction from a `.keras` file (a `keras_focal.models.RetinaNet`, which
     has `.detect`), a SavedModel directory (`saved_model.pb` inside; run through its `serving_default` signature),
-    or a TF Serving export root `saved_models/<name>/` (its highest integer version is used)."""
+    a TF Serving export root `saved_models/<name>/` (its highest integer version is used), or a `.tflite` file
+    written by `keras_focal.export.export_tflite` (run in the LiteRT interpreter, one image per call)."""
     import os
 
     path = os.fspath(path)
+    if os.path.isfile(path) and path.endswith(".tflite"):
+        from keras_focal.export.tflite import TFLiteDetector
+
+        return TFLiteDetector(path)
     if os.path.isfile(path):
         if not path.endswith(".keras"):
-            raise ValueError(f"{path}: expected a .keras model file (weights-only checkpoints need the model's "
+            raise ValueError(f"{path}: expected a .keras or .tflite model file (weights-only checkpoints need the model's "
                              "constructor arguments; save with model.save('x.keras') or export a SavedModel).")
         import keras_focal.models  # noqa: F401 - registers the custom classes for deserialization
 
