@@ -44,6 +44,13 @@ def parse_args(argv=None):
     data.add_argument("--letterbox", action="store_true",
                       help="resize keeping the aspect ratio and pad, in training, evaluation and the export (always on "
                            "with --torchvision-checkpoint: torchvision's models were trained that way)")
+    data.add_argument("--encode-in", default="auto", choices=["auto", "pipeline", "model"],
+                      help="where anchor targets are computed: in the tf.data pipeline (CPU) or in the train step "
+                           "(on the accelerator); auto: pipeline without a GPU/TPU, model with one "
+                           "(docs/input_pipeline.md)")
+    data.add_argument("--data-service", default=None, metavar="grpc://HOST:PORT",
+                      help="run the input pipeline on tf.data service workers of this dispatcher "
+                           "(start them with python -m keras_focal.data.service)")
     model = p.add_argument_group("model")
     model.add_argument("--backbone", default="resnet18", choices=["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"],
                        help="ResNet depth of the backbone (keras-hub ResNetBackbone)")
@@ -90,6 +97,15 @@ def parse_args(argv=None):
     run.add_argument("--eval-split", default="validation", help="split used for evaluation")
     run.add_argument("--tpu", default=None, help="TPU name or 'local' to train on a TPU")
     return p.parse_args(argv)
+
+
+def encode_placement(requested, accelerated):
+    """Where anchor targets are computed. "auto": in the pipeline on a CPU-only machine (the CPU does the work
+    either way, and tf.data overlaps it with the train step), in the model when a GPU or TPU trains (the matching
+    is a few dense ops there, and the CPU cores stay free to decode)."""
+    if requested != "auto":
+        return requested
+    return "model" if accelerated else "pipeline"
 
 
 def main(argv=None):
@@ -149,10 +165,17 @@ def run(args):
             weight_decay=args.weight_decay, clipnorm=args.clipnorm)
         model.compile(optimizer=optimizer, jit_compile=args.jit_compile)
 
+    accelerated = bool(tf.config.list_logical_devices("GPU")) or args.tpu is not None
+    encode_in = encode_placement(args.encode_in, accelerated)
+    encoder = model.anchor_encoder if encode_in == "pipeline" else None
+    print(f"Anchor targets encoded in the {encode_in}" + (f"; input from tf.data service {args.data_service}"
+                                                         if args.data_service else ""))
     train_ds = data.make_dataset(
         train_examples, image_size=size, batch_size=args.batch_size,
-        encoder=model.anchor_encoder, augment=not args.no_augment, shuffle=True, repeat=True, seed=args.seed,
+        encoder=encoder, augment=not args.no_augment, shuffle=True, repeat=True, seed=args.seed,
         letterbox=model.letterbox)
+    if args.data_service:
+        train_ds = data.service.distribute(train_ds, args.data_service)
 
     os.makedirs(args.model_dir, exist_ok=True)
     callbacks = [
@@ -176,7 +199,7 @@ def run(args):
         def worker_dataset(context):
             return data.make_dataset(
                 train_examples.shard(context.num_input_pipelines, context.input_pipeline_id), image_size=size,
-                batch_size=context.get_per_replica_batch_size(args.batch_size), encoder=model.anchor_encoder,
+                batch_size=context.get_per_replica_batch_size(args.batch_size), encoder=encoder,
                 augment=not args.no_augment, shuffle=True, repeat=True, seed=args.seed, letterbox=model.letterbox)
 
         loop_callbacks = [c for c in callbacks if not isinstance(c, keras.callbacks.BackupAndRestore)

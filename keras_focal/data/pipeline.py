@@ -66,7 +66,7 @@ def make_dataset(ds, image_size=(128, 128), batch_size=8, encoder=None, augment=
     drop_remainder: drop the last partial batch (needed for a fixed batch shape, e.g. on TPU).
     repeat: repeat forever (before batching).
     min_box_size: boxes under this many pixels high or wide (at image_size, after augmentation) are dropped.
-    deterministic: reproducible order and augmentation (sequential augmentation map, seeded shuffle/layers).
+    deterministic: reproducible order and augmentation (ordered maps, seeded shuffle and per-example seeds).
     seed: seed of shuffling and augmentation.
     cache: cache the raw examples in memory (fine for the built-in dataset, not for COCO).
 
@@ -99,8 +99,16 @@ def make_dataset(ds, image_size=(128, 128), batch_size=8, encoder=None, augment=
         boxes, classes, extra = filter_boxes(boxes, targets["classes"], height, width, min_box_size, extra)
         return image, boxes, classes, extra
 
-    def augment_fn(image, boxes, classes, extra):
-        return augmenter(image, boxes, classes, extra)
+    def prepare_augmented(example, seed):
+        # Without letterbox, the stretch to image_size and the augmentation are one resampling of the image.
+        image, targets = example
+        boxes = targets["boxes"]
+        if letterbox:  # the aspect-preserving frame first; the augmentation then resamples it at image_size
+            image, boxes = fit_to_frame(image, boxes, image_size, letterbox=True)
+        extra = {k: tf.cast(v, tf.int32) for k, v in targets.items() if k not in ("boxes", "classes")}
+        boxes, classes, extra = filter_boxes(boxes, targets["classes"], height, width, min_box_size, extra)
+        return augmenter.resize_and_augment(image, boxes, classes, extra, output_size=image_size,
+                                            seed=tf.stack([seed, 0]))
 
     def finish(image, boxes, classes, extra):
         image = tf.ensure_shape(image, [height, width, 3])
@@ -114,9 +122,12 @@ def make_dataset(ds, image_size=(128, 128), batch_size=8, encoder=None, augment=
                 out[k] = v
         return image, out
 
-    ds = ds.map(prepare, num_parallel_calls=autotune)
-    if augmenter is not None:
-        ds = ds.map(augment_fn, num_parallel_calls=None if deterministic else autotune)
+    if augmenter is None:
+        ds = ds.map(prepare, num_parallel_calls=autotune)
+    else:
+        # One stateless seed per example: the same draws whatever the parallelism.
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(prepare_augmented, num_parallel_calls=autotune)
     ds = ds.map(finish, num_parallel_calls=autotune)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=autotune)
     if prefetch:
