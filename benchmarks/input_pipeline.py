@@ -4,7 +4,7 @@
     python benchmarks/input_pipeline.py --sizes 640 --rounds 3   # the 640 px table only
 
 The benchmark writes its own data into a temporary folder: --images 640x480 JPEGs, each with --boxes boxes, and a
-COCO-format JSON. Every row is `make_dataset(image_size=(S, S), batch_size=8)` over those files, repeated, decoded in
+COCO-format JSON, read with `keras_focal.data.load`. Every row is `make_dataset(image_size=(S, S), batch_size=8)` over those files, repeated, decoded in
 the pipeline; rows differ only in augmentation and encoder. torchvision's row is `CocoDetection` (PIL decode) with a
 resize + random flip transform, in a `DataLoader(batch_size=8, num_workers=2)`.
 
@@ -69,33 +69,10 @@ def write_coco_files(folder, num_images, num_boxes, seed=0):
 
 
 def coco_examples(json_path):
-    """The unbatched `(image uint8 [H, W, 3], {"boxes", "classes"})` examples of a COCO JSON, decoded by tf.data."""
-    import numpy as np
-    import tensorflow as tf
+    """The unbatched `(image uint8 [H, W, 3], {"boxes", "classes"})` examples of a COCO JSON, decoded in tf.data."""
+    from keras_focal.data import load
 
-    with open(json_path) as f:
-        coco = json.load(f)
-    folder = os.path.dirname(json_path)
-    class_of = {c["id"]: k for k, c in enumerate(sorted(coco["categories"], key=lambda c: c["id"]))}
-    per_image = {im["id"]: [] for im in coco["images"]}
-    for a in coco["annotations"]:
-        per_image[a["image_id"]].append(a)
-    paths, boxes, classes = [], [], []
-    for im in coco["images"]:
-        h, w = im["height"], im["width"]
-        anns = per_image[im["id"]]
-        paths.append(os.path.join(folder, im["file_name"]))
-        boxes.append(np.array([[a["bbox"][1] / h, a["bbox"][0] / w, (a["bbox"][1] + a["bbox"][3]) / h,
-                                (a["bbox"][0] + a["bbox"][2]) / w] for a in anns], "float32").reshape(-1, 4))
-        classes.append(np.array([class_of[a["category_id"]] for a in anns], "int32"))
-    ds = tf.data.Dataset.from_tensor_slices(
-        (paths, tf.ragged.constant(boxes, ragged_rank=1, inner_shape=(4,)), tf.ragged.constant(classes)))
-
-    def decode(path, b, c):
-        image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
-        return image, {"boxes": b, "classes": c}
-
-    return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    return load(json_path)
 
 
 def keras_focal_rows(examples, size, batch_size, rows):
