@@ -1,11 +1,18 @@
-r"""Export a trained keras_focal checkpoint (.keras) as a versioned SavedModel for TF Serving.
+r"""Export a trained keras_focal checkpoint (.keras) as a versioned SavedModel for TF Serving, or as one .tflite file
+for the LiteRT interpreter (phones, Raspberry Pi, edge devices).
 
     python examples/export.py --checkpoint runs/shapes_gfl/model.keras \
         --export-dir saved_models/shapes_gfl
+    python examples/export.py --checkpoint runs/shapes_gfl/model.keras --format tflite \
+        --quantization dynamic --output tflite_models/shapes_gfl_dynamic.tflite
 
 writes `saved_models/shapes_gfl/<next version>/` with the signatures serving_default (uint8 images, any size),
 serving_bytes (JPEG/PNG bytes) and tf_example, and TF Serving warmup requests. The version appears atomically,
 so a running TF Serving that polls the directory picks it up only once it is complete.
+
+`--format tflite` writes the whole detector (normalisation, decoding, NMS) as one file taking uint8 images
+[1, H, W, 3] at the model's image size; see docs/tflite.md. `--quantization float16` halves the file,
+`dynamic` (int8 weights) quarters it.
 """
 
 import argparse
@@ -22,6 +29,13 @@ def parse_args(argv=None):
                    help="the .keras file written by examples/train.py in --model-dir (default: %(default)s)")
     p.add_argument("--export-dir", default="saved_models/shapes_gfl",
                    help="the model's base path; the version goes to <export-dir>/<version>/ (default: %(default)s)")
+    p.add_argument("--format", choices=["savedmodel", "tflite"], default="savedmodel",
+                   help="savedmodel (TF Serving, default) or tflite (one file for the LiteRT interpreter)")
+    p.add_argument("--quantization", choices=["float16", "dynamic"], default=None,
+                   help="tflite only: float16 weights, or dynamic-range int8 weights (default: float32)")
+    p.add_argument("--output", default=None,
+                   help="tflite only: the file to write (default: tflite_models/<export-dir name>[_<quantization>]"
+                        ".tflite)")
     p.add_argument("--version", type=int, default=None,
                    help="integer version to write (default: the next one, 1 for the first); "
                         "an existing version is never overwritten")
@@ -37,6 +51,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.format != "tflite" and (args.quantization or args.output):
+        raise SystemExit("--quantization and --output apply to --format tflite only")
     if not os.path.exists(args.checkpoint):
         raise SystemExit(f"checkpoint {args.checkpoint} not found; train first (python examples/train.py) "
                          "or pass --checkpoint")
@@ -53,9 +69,18 @@ def main(argv=None):
         model.score_threshold = args.score_threshold  # replaces model.prediction_decoder, which the export reads
     if args.max_detections is not None:
         model.max_detections = args.max_detections
+    settings = (f"image size {model.image_size[0]}x{model.image_size[1]}, score threshold "
+                f"{model.score_threshold}, {model.max_detections} detections")
+    if args.format == "tflite":
+        name = os.path.basename(os.path.normpath(args.export_dir))
+        output = args.output or os.path.join("tflite_models", f"{name}_{args.quantization or 'float32'}.tflite")
+        path = keras_focal.export.export_tflite(model, output, quantization=args.quantization)
+        print(f"Exported {args.checkpoint} to {path} ({os.path.getsize(path) / 1e6:.1f} MB, "
+              f"{args.quantization or 'float32'}, {settings})")
+        print(f"Run it with: python examples/predict.py --model {path} --images IMAGE.jpg")
+        return 0
     version_dir = keras_focal.export.export_saved_model(model, args.export_dir, version=args.version)
-    print(f"Exported {args.checkpoint} to {version_dir} (image size {model.image_size[0]}x{model.image_size[1]}, "
-          f"score threshold {model.score_threshold}, {model.max_detections} detections)")
+    print(f"Exported {args.checkpoint} to {version_dir} ({settings})")
     print(f"Inspect it with: saved_model_cli show --all --dir {version_dir}")
     return 0
 

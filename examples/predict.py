@@ -4,6 +4,7 @@ PNGs with boxes, class names and scores drawn (keras_focal.visualization).
     python examples/predict.py --model saved_models/retinanet --images photos/ --output-dir predictions
     python examples/predict.py --model saved_models/retinanet --images a.jpg b.png
     python examples/predict.py --model runs/shapes/best.keras --split test --num-images 8
+    python examples/predict.py --model tflite_models/shapes_gfl_dynamic.tflite --images a.jpg
 
 Class names come from the model (a .keras model's class_names, a SavedModel's assets/labels.txt), else from
 --dataset.
@@ -47,7 +48,8 @@ def _decode(path):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True,
-                   help="a .keras model file, a SavedModel directory, or an export root holding integer versions")
+                   help="a .keras model file, a SavedModel directory, an export root holding integer versions, "
+                        "or a .tflite file (examples/export.py --format tflite)")
     p.add_argument("--images", nargs="*", default=None,
                    help="image files and / or folders of them (JPEG, PNG, BMP, GIF); if none, use --dataset/--split")
     p.add_argument("--dataset", default="keras_focal_shapes",
@@ -70,6 +72,7 @@ def main(argv=None):
     import keras_focal.data as kd
     import keras_focal.evaluation as ke
     from keras_focal.visualization import class_label, draw_detections
+    from keras_focal.letterbox import boxes_from_frame, letterbox
 
     model = ke.load_detector(args.model)
     class_names = ke.detector_class_names(model) or kd.dataset_info(args.dataset).class_names
@@ -88,8 +91,13 @@ def main(argv=None):
     os.makedirs(args.output_dir, exist_ok=True)
     results = {}  # PNG path -> [(class name, score)]
     for name, img, gt in items:
-        x = kd.resize_image(img, size)[None]
-        out = {k: np.asarray(v)[0] for k, v in detect(x).items()}
+        if getattr(model, "letterbox", False):
+            x, content = letterbox(img, size)
+            out = dict(detect(x[None]))
+            out["detection_boxes"] = boxes_from_frame(out["detection_boxes"], content[None])
+        else:
+            out = detect(kd.resize_image(img, size)[None])
+        out = {k: np.asarray(v)[0] for k, v in out.items()}
         path = os.path.join(args.output_dir, f"{name}.png")
         draw_detections(img, out["detection_boxes"], out["detection_scores"], out["detection_classes"],
                         class_names, args.score_threshold, out.get("num_detections"), path=path,

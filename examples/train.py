@@ -41,6 +41,16 @@ def parse_args(argv=None):
     data.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir (default: tfds' own)")
     data.add_argument("--image-size", type=int, default=128, help="square training and serving size in pixels")
     data.add_argument("--no-augment", action="store_true", help="disable flip and scale-jitter augmentation")
+    data.add_argument("--letterbox", action="store_true",
+                      help="resize keeping the aspect ratio and pad, in training, evaluation and the export (always on "
+                           "with --torchvision-checkpoint: torchvision's models were trained that way)")
+    data.add_argument("--encode-in", default="auto", choices=["auto", "pipeline", "model"],
+                      help="where anchor targets are computed: in the tf.data pipeline (CPU) or in the train step "
+                           "(on the accelerator); auto: pipeline without a GPU/TPU, model with one "
+                           "(docs/input_pipeline.md)")
+    data.add_argument("--data-service", default=None, metavar="grpc://HOST:PORT",
+                      help="run the input pipeline on tf.data service workers of this dispatcher "
+                           "(start them with python -m keras_focal.data.service)")
     model = p.add_argument_group("model")
     model.add_argument("--backbone", default="resnet18", choices=["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"],
                        help="ResNet depth of the backbone (keras-hub ResNetBackbone)")
@@ -49,7 +59,17 @@ def parse_args(argv=None):
     model.add_argument("--fpn-width", type=int, default=64, help="FPN and head channels (the papers use 256)")
     model.add_argument("--head-convs", type=int, default=2, help="convs per subnet (the papers use 4)")
     model.add_argument("--backbone-weights", default=None,
-                       help="None for random init, 'imagenet' (needs a network) or a local .weights.h5 file")
+                       help="None for random init, 'imagenet' (needs a network), a local .weights.h5 file or a "
+                            "torchvision ImageNet ResNet state_dict (.pth, needs torch)")
+    model.add_argument("--torchvision-checkpoint", default=None, metavar="PATH",
+                       help="fine-tune a torchvision RetinaNet state_dict (.pth); replaces --backbone, --head, "
+                            "--fpn-width, --head-convs and --backbone-weights")
+    model.add_argument("--torchvision-variant", default="retinanet_resnet50_fpn",
+                       choices=["retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2"],
+                       help="architecture of --torchvision-checkpoint")
+    model.add_argument("--trainable-backbone-layers", type=int, default=None,
+                       help="backbone stages trained, from C5 down to the stem, 0-5 (torchvision's meaning; "
+                            "default: all, 3 with --torchvision-checkpoint)")
     optim = p.add_argument_group("optimization")
     optim.add_argument("--epochs", type=int, default=4, help="number of epochs")
     optim.add_argument("--batch-size", type=int, default=8, help="global batch size, split over the replicas")
@@ -77,6 +97,15 @@ def parse_args(argv=None):
     run.add_argument("--eval-split", default="validation", help="split used for evaluation")
     run.add_argument("--tpu", default=None, help="TPU name or 'local' to train on a TPU")
     return p.parse_args(argv)
+
+
+def encode_placement(requested, accelerated):
+    """Where anchor targets are computed. "auto": in the pipeline on a CPU-only machine (the CPU does the work
+    either way, and tf.data overlaps it with the train step), in the model when a GPU or TPU trains (the matching
+    is a few dense ops there, and the CPU cores stay free to decode)."""
+    if requested != "auto":
+        return requested
+    return "model" if accelerated else "pipeline"
 
 
 def main(argv=None):
@@ -116,10 +145,18 @@ def run(args):
                          f"{list(info.class_names)}")
     size = (args.image_size, args.image_size)
     with strategy.scope():
-        model = keras_focal.models.RetinaNet(
-            info.num_classes, backbone=args.backbone, head=args.head, fpn_width=args.fpn_width,
-            head_convs=args.head_convs, image_size=size, backbone_weights=args.backbone_weights,
-            class_names=info.class_names)
+        if args.torchvision_checkpoint:
+            options = {} if args.trainable_backbone_layers is None else {
+                "trainable_backbone_layers": args.trainable_backbone_layers}
+            model = keras_focal.models.from_torchvision(
+                args.torchvision_checkpoint, args.torchvision_variant, num_classes=info.num_classes,
+                image_size=size, class_names=info.class_names, **options)
+        else:
+            model = keras_focal.models.RetinaNet(
+                info.num_classes, backbone=args.backbone, head=args.head, fpn_width=args.fpn_width,
+                head_convs=args.head_convs, image_size=size, backbone_weights=args.backbone_weights,
+                trainable_backbone_layers=args.trainable_backbone_layers, letterbox=args.letterbox,
+                class_names=info.class_names)
 
         steps = args.steps_per_epoch or max(1, num_train // args.batch_size)
         optimizer = training.make_optimizer(
@@ -128,9 +165,17 @@ def run(args):
             weight_decay=args.weight_decay, clipnorm=args.clipnorm)
         model.compile(optimizer=optimizer, jit_compile=args.jit_compile)
 
+    accelerated = bool(tf.config.list_logical_devices("GPU")) or args.tpu is not None
+    encode_in = encode_placement(args.encode_in, accelerated)
+    encoder = model.anchor_encoder if encode_in == "pipeline" else None
+    print(f"Anchor targets encoded in the {encode_in}" + (f"; input from tf.data service {args.data_service}"
+                                                         if args.data_service else ""))
     train_ds = data.make_dataset(
         train_examples, image_size=size, batch_size=args.batch_size,
-        encoder=model.anchor_encoder, augment=not args.no_augment, shuffle=True, repeat=True, seed=args.seed)
+        encoder=encoder, augment=not args.no_augment, shuffle=True, repeat=True, seed=args.seed,
+        letterbox=model.letterbox)
+    if args.data_service:
+        train_ds = data.service.distribute(train_ds, args.data_service)
 
     os.makedirs(args.model_dir, exist_ok=True)
     callbacks = [
@@ -154,8 +199,8 @@ def run(args):
         def worker_dataset(context):
             return data.make_dataset(
                 train_examples.shard(context.num_input_pipelines, context.input_pipeline_id), image_size=size,
-                batch_size=context.get_per_replica_batch_size(args.batch_size), encoder=model.anchor_encoder,
-                augment=not args.no_augment, shuffle=True, repeat=True, seed=args.seed)
+                batch_size=context.get_per_replica_batch_size(args.batch_size), encoder=encoder,
+                augment=not args.no_augment, shuffle=True, repeat=True, seed=args.seed, letterbox=model.letterbox)
 
         loop_callbacks = [c for c in callbacks if not isinstance(c, keras.callbacks.BackupAndRestore)
                           and (chief or not isinstance(c, keras.callbacks.TensorBoard))]

@@ -11,7 +11,7 @@ batched training pipeline.
 Importing this package registers `keras_focal_shapes` with tensorflow-datasets.
 """
 
-from keras_focal.data import shapes_dataset, sources
+from keras_focal.data import service, shapes_dataset, sources
 from keras_focal.data.augment import Augmenter, filter_boxes, flip_left_right
 from keras_focal.data.catalog import (
     COCO_CATEGORY_IDS,
@@ -35,5 +35,5 @@ __all__ = [
     "Augmenter", "COCO_CATEGORY_IDS", "COCO_CLASS_NAMES", "DataSourceError", "DatasetInfo", "KerasFocalShapes",
     "SHAPES_CLASS_NAMES", "ShapesConfig", "VOC_CLASS_NAMES", "available_datasets", "build_shapes_dataset",
     "clean_annotations", "dataset_info", "filter_boxes", "flip_left_right", "generate_example", "is_source_path",
-    "load", "make_dataset", "pad_targets", "resize_image", "resolve_name", "sources",
+    "load", "make_dataset", "pad_targets", "resize_image", "resolve_name", "service", "sources",
 ]

@@ -1,4 +1,5 @@
-"""SavedModel export for TF Serving: in-graph resize, normalisation, box decoding and NMS (CONTRACT §4)."""
+"""Exports with resize, normalisation, box decoding and NMS in the graph: a SavedModel for TF Serving, and a
+`.tflite` file for the LiteRT interpreter (phones, edge devices)."""
 
 from keras_focal.export.saved_model import (
     LABELS_FILE,
@@ -15,10 +16,14 @@ from keras_focal.export.serving import (
     SIGNATURE_NAMES,
     DetectionServingModule,
 )
+from keras_focal.export.tflite import QUANTIZATIONS, TFLiteDetector, export_tflite
 from keras_focal.export.warmup import build_warmup_requests, read_warmup_requests, write_warmup_requests
 
 __all__ = [
     "export_saved_model",
+    "export_tflite",
+    "TFLiteDetector",
+    "QUANTIZATIONS",
     "existing_versions",
     "parse_version",
     "read_class_names",
