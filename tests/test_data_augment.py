@@ -103,3 +103,56 @@ def test_augmented_pipeline_boxes_valid():
         assert (vb >= 0).all() and (vb <= 1).all()
         assert (vb[:, 0] <= vb[:, 2]).all() and (vb[:, 1] <= vb[:, 3]).all()
         assert (b[c < 0] == -1).all()
+
+
+def test_boxes_follow_the_pixels_through_random_transforms():
+    # a 640x480-like source stretched to 64 x 64 with flips, zooms in / out and shifts: the box of a bright
+    # rectangle lands on the rectangle's pixels (within a pixel of bilinear blur)
+    aug = kd.Augmenter(scale_range=(0.5, 2.0), translate=0.2)
+    src = np.zeros((48, 64, 3), np.float32)
+    src[12:30, 8:40] = 255.0
+    box = np.array([[12 / 48, 8 / 64, 30 / 48, 40 / 64]], np.float32)
+    checked = 0
+    for i in range(12):
+        img, b, c, _ = aug.resize_and_augment(src, box, np.array([1], np.int32), {}, output_size=(64, 64),
+                                              seed=tf.constant([i, 7]))
+        flip, zoom, shift = aug.draw(tf.constant([i, 7]))
+        assert img.shape == (64, 64, 3)
+        if len(c) == 0 or (b.numpy()[0] * 64 > 63).any() or (b.numpy()[0] * 64 < 1).any():
+            continue  # left the image, or touches its border
+        ys, xs = np.nonzero(img.numpy()[..., 0] > 127)
+        np.testing.assert_allclose(b.numpy()[0] * 64, [ys.min(), xs.min(), ys.max() + 1, xs.max() + 1], atol=1.01)
+        checked += 1
+    assert checked >= 4
+
+
+def test_draws_follow_the_configured_distribution():
+    aug = kd.Augmenter(scale_range=(0.8, 1.25), translate=0.1)
+    draws = tf.data.Dataset.range(400).map(lambda i: aug.draw(tf.stack([i, 0]))).batch(400).get_single_element()
+    flips, zooms, shifts = (d.numpy() for d in draws)
+    assert 0.4 < flips.mean() < 0.6
+    assert zooms.min() >= 0.8 and zooms.max() <= 1.25 and abs(zooms.mean() - (0.8 + 1.25) / 2) < 0.03
+    assert np.abs(shifts).max() <= 0.1 and np.abs(shifts.mean(axis=0)).max() < 0.015
+    # the same seed, the same transform
+    a, b = aug.draw(tf.constant([3, 0])), aug.draw(tf.constant([3, 0]))
+    assert all(np.array_equal(x.numpy(), y.numpy()) for x, y in zip(a, b))
+
+
+def test_identity_transform_is_the_plain_resize():
+    aug = kd.Augmenter(flip=False, scale_range=None, translate=0.0)
+    src = np.random.default_rng(3).integers(0, 256, size=(48, 64, 3)).astype(np.uint8)
+    img, b, _, _ = aug.resize_and_augment(src, np.array([[0.1, 0.2, 0.5, 0.9]], np.float32), np.array([0]), {},
+                                          output_size=(32, 40), seed=tf.constant([0, 0]))
+    np.testing.assert_allclose(img.numpy(), kd.resize_image(src, (32, 40)).numpy(), atol=1e-3)
+    np.testing.assert_allclose(b.numpy(), [[0.1, 0.2, 0.5, 0.9]], atol=1e-6)
+
+
+def test_deterministic_pipeline_repeats_its_augmentation():
+    rng = np.random.default_rng(4)
+    images = rng.integers(0, 255, size=(6, 24, 32, 3)).astype(np.uint8)
+    ds = tf.data.Dataset.from_tensor_slices((images, {"boxes": np.tile(_random_boxes(rng, 3)[None], (6, 1, 1)),
+                                                      "classes": np.zeros((6, 3), np.int32)}))
+    runs = [[x.numpy() for x, _ in kd.make_dataset(ds, image_size=(24, 24), batch_size=3, augment=True,
+                                                   deterministic=True, seed=5)] for _ in range(2)]
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)

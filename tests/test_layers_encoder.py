@@ -188,3 +188,88 @@ def test_get_config_round_trip():
 
     clone2 = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(enc))
     assert isinstance(clone2, AnchorEncoder) and clone2.assigner == "atss"
+
+
+# ----------------------------------------------------------------------------------- against the dense encoder
+def _dense_reference(enc, boxes, classes, h, w):
+    """The encoder as it was before it matched only the real boxes on the anchor grid: every (padded) box against
+    every anchor with pairwise_iou, the same assignment rules, every anchor's deltas encoded and masked."""
+    from keras_focal.layers import box_coding
+
+    boxes = tf.cast(boxes, tf.float32)[None]
+    classes = tf.cast(classes, tf.int32)[None]
+    anchors = enc.anchor_generator(h, w)
+    if enc.assigner == "iou":
+        (match, boxes_p, classes_p), positive, ignored = enc._assign_iou(anchors, boxes, classes)
+    else:
+        (match, boxes_p, classes_p), positive, ignored = enc._assign_atss(anchors, boxes, classes, h, w)
+    matched = tf.gather(boxes_p, match, batch_dims=1)
+    cls = tf.where(positive, tf.gather(classes_p, match, batch_dims=1), tf.where(ignored, -2, -1))
+    deltas = box_coding.encode_deltas(anchors, tf.where(positive[..., None], matched, anchors[None]), enc.box_weights)
+    return {"class_targets": cls[0].numpy(), "box_targets": tf.where(positive[..., None], deltas, 0.0)[0].numpy(),
+            "matched_boxes": tf.where(positive[..., None], matched, 0.0)[0].numpy(), "match": match[0].numpy()}
+
+
+def _cases(rng):
+    """(name, boxes [M, 4], classes [M]): random, empty, padded (padding in between), tied."""
+    b, c = _random_gt(rng, 12, pad=0)
+    yield "random", b, c
+    yield "empty", np.zeros((0, 4), "float32"), np.zeros((0,), "int32")
+    yield "all padding", -np.ones((5, 4), "float32"), -np.ones((5,), "int32")
+    b2, c2 = _random_gt(rng, 4, pad=0)
+    rows = [b2[0], -np.ones(4), b2[1], [0.3, 0.3, 0.3, 0.5], b2[2], -np.ones(4), b2[3]]  # padding + a zero-area box
+    yield "padded", np.array(rows, "float32"), np.array([c2[0], -1, c2[1], 2, c2[2], -1, c2[3]], "int32")
+    # the same box twice with different classes (every IoU ties), and a box that ties two anchors of one level
+    tied = np.array([[0.25, 0.25, 0.5, 0.5], [0.25, 0.25, 0.5, 0.5], [0.0, 0.125, 0.25, 0.375]], "float32")
+    yield "tied", tied, np.array([1, 2, 3], "int32")
+
+
+@pytest.mark.parametrize("assigner", ["iou", "atss"])
+def test_same_targets_as_the_dense_encoder(assigner):
+    from keras_focal.models.heads import GFLHead, RetinaNetHead
+
+    enc = (RetinaNetHead() if assigner == "iou" else GFLHead()).anchor_encoder()
+    h, w = 128, 192
+    rng = np.random.default_rng(11)
+    cases = list(_cases(rng))
+    m = max(len(b) for _, b, _ in cases)
+    batch_b = np.full((len(cases), m, 4), -1, "float32")
+    batch_c = np.full((len(cases), m), -1, "int32")
+    for i, (_, b, c) in enumerate(cases):
+        batch_b[i, : len(b)], batch_c[i, : len(c)] = b, c
+    batched = enc(batch_b, batch_c, h, w)
+    for i, (name, b, c) in enumerate(cases):
+        ref = _dense_reference(enc, b, c, h, w)
+        for out in (enc(b, c, h, w), {k: v[i] for k, v in batched.items()}):
+            np.testing.assert_array_equal(out["class_targets"].numpy(), ref["class_targets"], err_msg=name)
+            np.testing.assert_array_equal(out["matched_boxes"].numpy(), ref["matched_boxes"], err_msg=name)
+            # the log of the size ratio may differ in the last bit (vectorised and scalar log)
+            np.testing.assert_allclose(out["box_targets"].numpy(), ref["box_targets"], rtol=0, atol=1e-6,
+                                       err_msg=name)
+            positive = ref["class_targets"] >= 0
+            mi = out["matched_indices"].numpy()
+            assert mi.dtype == np.int32
+            np.testing.assert_array_equal(mi[positive], ref["match"][positive], err_msg=name)
+            assert np.all(mi[~positive] == -1)
+        if name == "tied":
+            assert np.sum(ref["class_targets"] == 1) > 0 and not np.any(ref["class_targets"] == 2)
+        if name in ("random", "padded"):
+            assert positive.sum() > 0
+
+
+def test_dynamic_image_size_uses_the_dense_path_with_the_same_targets():
+    enc = AnchorEncoder(AnchorGenerator())
+    b, c = _random_gt(np.random.default_rng(2), 6)
+    static = enc(b, c, 96, 128)
+    dynamic = tf.function(lambda b, c, h, w: enc(b, c, h, w))(b, c, tf.constant(96), tf.constant(128))
+    for k in static:
+        np.testing.assert_allclose(dynamic[k].numpy(), static[k].numpy(), rtol=0, atol=1e-6)
+
+
+def test_iou_of_exactly_the_positive_threshold_is_positive():
+    # [0, 0, 64, 32] px: IoU with tile (0, 0) is 2048 / 4096 = 0.5 exactly, also in float32
+    enc = AnchorEncoder(TILES, allow_low_quality_matches=False)
+    boxes = np.concatenate([_px([0, 0, 64, 32]), -np.ones((2, 4), "float32")])
+    out = enc(boxes, np.array([4, -1, -1]), 256, 256)
+    assert out["class_targets"].numpy()[0] == 4 and out["matched_indices"].numpy()[0] == 0
+    assert np.sum(out["class_targets"].numpy() >= 0) == 1

@@ -263,3 +263,60 @@ def test_head_objects_names_and_configs():
     assert restored.get_layer("box_subnet_distribution").filters == 4 * 9
     with pytest.raises(ValueError, match="head object"):
         RetinaNet(3, backbone=tiny_backbone(), head=GFLHead(), reg_max=8)
+
+
+def test_gfl_head_loss_against_numpy():
+    """QFL over the positive count; GIoU (x2) and DFL (x0.25, mean of the sides) weighted by the best class score
+    over the sum of those weights (mmdetection GFLHead), in float64 from the encoder's targets."""
+    model = tiny_model("gfl")
+    images, targets = _loss_batch()
+    outputs = model(images)
+    model.compile(optimizer="sgd")
+    total = float(model.compute_loss(images, targets, outputs))
+    encoded = model.anchor_encoder(targets["boxes"], targets["classes"], 128, 128)
+    labels = np.asarray(encoded["class_targets"])
+    positive = labels >= 0
+    anchors = np.asarray(model.anchor_generator(128, 128), "float64")
+    unit = np.asarray(model.anchor_generator.anchor_strides(128, 128), "float64") / 128.0  # one stride, square
+    centre = (anchors[:, :2] + anchors[:, 2:]) / 2
+    logits = np.asarray(outputs["box_outputs"], "float64").reshape(2, -1, 4, 17)
+    probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+    probabilities /= probabilities.sum(-1, keepdims=True)
+    left, top, right, bottom = np.moveaxis((probabilities * np.arange(17)).sum(-1), -1, 0)
+    predicted = np.stack([centre[:, 0] - top * unit, centre[:, 1] - left * unit,
+                          centre[:, 0] + bottom * unit, centre[:, 1] + right * unit], -1)
+    matched = np.asarray(encoded["matched_boxes"], "float64")[positive]
+    predicted = predicted[positive]
+
+    def areas(b):
+        return np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+
+    inter = areas(np.concatenate([np.maximum(matched[:, :2], predicted[:, :2]),
+                                  np.minimum(matched[:, 2:], predicted[:, 2:])], -1))
+    union = areas(matched) + areas(predicted) - inter
+    enclosure = areas(np.concatenate([np.minimum(matched[:, :2], predicted[:, :2]),
+                                      np.maximum(matched[:, 2:], predicted[:, 2:])], -1))
+    iou = inter / union
+    giou = 1 - (iou - (enclosure - union) / enclosure)
+
+    x = np.asarray(outputs["class_logits"], "float64")
+    sigma = 1 / (1 + np.exp(-x))
+    quality = np.zeros_like(x)
+    quality[positive, labels[positive]] = iou
+    qfl = np.abs(quality - sigma) ** 2 * -(quality * np.log(sigma) + (1 - quality) * np.log(1 - sigma))
+    weight = sigma.max(-1)[positive]
+
+    a = centre[np.nonzero(positive)[1]]
+    u = unit[np.nonzero(positive)[1]]
+    distances = np.stack([a[:, 1] - matched[:, 1], a[:, 0] - matched[:, 0],
+                          matched[:, 3] - a[:, 1], matched[:, 2] - a[:, 0]], -1) / u[:, None]
+    distances = np.clip(distances, 0, 16 - 0.1)
+    lower = np.floor(distances).astype(int)
+    log_p = np.log(probabilities[positive])
+    side = np.arange(4)[None]
+    rows = np.arange(len(lower))[:, None]
+    dfl = -((lower + 1 - distances) * log_p[rows, side, lower] + (distances - lower) * log_p[rows, side, lower + 1])
+    expected = (qfl.sum() / max(positive.sum(), 1)
+                + (2.0 * (giou * weight).sum() + 0.25 * (dfl.mean(-1) * weight).sum()) / max(weight.sum(), 1))
+    assert positive.sum() > 0
+    np.testing.assert_allclose(total, expected, rtol=1e-5)

@@ -1,10 +1,17 @@
-"""Names of the supported datasets, their class names and (for COCO) the category ids used by the COCO API."""
+"""The datasets `load` accepts, their class names and the category ids results are written with.
+
+A source is a tfds name (see `available_datasets`) or a path: a COCO-format JSON file, a Pascal VOC folder or a
+YOLO data YAML (`keras_focal.data.sources`). A tfds name wins; a folder that happens to share one (e.g. `voc`) is
+given as `./voc`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 
-from keras_focal.data import shapes_dataset
+from keras_focal.data import shapes_dataset, sources
+from keras_focal.data.sources import VOC_CLASS_NAMES
 
 # The 80 COCO detection categories in the order tfds' coco/2017 `objects/label` uses (sorted by category id),
 # with their official category ids (1..90 with gaps). Contiguous index i <-> COCO_CATEGORY_IDS[i].
@@ -25,21 +32,16 @@ COCO_CATEGORY_IDS = (
     63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90,
 )
 
-VOC_CLASS_NAMES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
-    "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)
-
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
     """What a detector and its evaluation need to know about a dataset.
 
-    name: canonical tfds name (e.g. "keras_focal_shapes", "coco/2017").
+    name: canonical tfds name (e.g. "keras_focal_shapes", "coco/2017"), or the source's path.
     class_names: tuple of names, index = contiguous class id used in targets and detections.
-    category_ids: the id each contiguous class has in the original annotation format (COCO's 1..90); for datasets
-        without one, `i + 1`. Used when writing COCO-format results.
-    splits: the split names the dataset offers.
+    category_ids: the id each contiguous class has in the original annotation format (COCO's 1..90, or a COCO
+        JSON file's own ids); for datasets without one, `i + 1`. Used when writing COCO-format results.
+    splits: the split names the dataset offers (empty for a COCO JSON file: one file is one split).
     """
 
     name: str
@@ -90,12 +92,39 @@ def resolve_name(name: str) -> tuple:
     if base == shapes_dataset.NAME and rest:
         return base, rest
     raise ValueError(
-        f"Unknown dataset {name!r}. Available datasets: {', '.join(available_datasets())} "
+        f"Unknown dataset {name!r} (no such file or folder either). Available datasets: "
+        f"{', '.join(available_datasets())} "
         f"(aliases: {', '.join(sorted(_ALIASES))}; the built-in one also takes a config, e.g. "
-        f"'{shapes_dataset.NAME}/small').")
+        f"'{shapes_dataset.NAME}/small'), or a path: a COCO .json file, a VOC folder or a YOLO .yaml.")
 
 
-def dataset_info(name: str = shapes_dataset.NAME) -> DatasetInfo:
-    """Class names, number of classes and category ids of a supported dataset (no data needed)."""
-    canonical, _ = resolve_name(name)
+def is_tfds_name(source) -> bool:
+    """True when `source` names a tfds dataset `load` knows (not a path)."""
+    if not isinstance(source, str):
+        return False
+    try:
+        resolve_name(source)
+    except ValueError:
+        return False
+    return True
+
+
+def dataset_info(source: str = shapes_dataset.NAME, class_names=None) -> DatasetInfo:
+    """Class names, number of classes, category ids and splits of a tfds dataset (no data needed) or of a source
+    path (read from its annotation files; no image is read). `class_names`: a VOC folder's classes, as `load`."""
+    if is_source_path(source):
+        names, category_ids, splits = sources.describe(source, class_names)
+        return DatasetInfo(os.fspath(source), names, category_ids, splits)
+    canonical, _ = resolve_name(source)  # an unknown name raises, listing the datasets
     return _DATASETS[canonical]
+
+
+def is_source_path(source) -> bool:
+    """True when `source` is meant as a path (it is not a tfds name, and it exists, holds a folder separator, or
+    ends in .json / .yaml / .yml); a path that does not exist is then reported as such."""
+    if isinstance(source, os.PathLike):
+        return True
+    if not isinstance(source, str) or is_tfds_name(source):
+        return False
+    return (os.path.exists(source) or os.sep in source or source.startswith(".")
+            or source.lower().endswith((".json", ".yaml", ".yml")))

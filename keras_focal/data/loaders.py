@@ -1,4 +1,7 @@
-"""tensorflow-datasets loaders yielding the contract's format (CONTRACT §2), one example at a time.
+"""`load`: any dataset source as unbatched examples in one format, one example at a time.
+
+Sources: a tensorflow-datasets name ("keras_focal_shapes", "coco/2017", "voc/2007", "voc/2012"), a COCO-format
+JSON file, a Pascal VOC folder or a YOLO data YAML (`keras_focal.data.sources` reads the three file formats).
 
 Each example is `(image, targets)` with `image` uint8 [H, W, 3] and
 `targets = {"boxes": float32 [M, 4] normalized yxyx, "classes": int32 [M]}` (unbatched, unpadded, M may be 0).
@@ -11,6 +14,8 @@ Annotation clean-up, the same for every dataset:
   flagged in an extra `targets["is_crowd"]` (bool [M]) so that evaluation can pass them to COCOeval as crowd;
   `make_dataset` never gives crowd boxes to the encoder.
 - VOC boxes marked `is_difficult` are excluded unless `keep_difficult=True` (the usual VOC training practice).
+
+The file sources follow the same rules on their own annotations (see `keras_focal.data.sources`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from keras_focal.data import catalog, shapes_dataset
+from keras_focal.data import catalog, shapes_dataset, sources
 
 
 def _aligned(values, n, fill):
@@ -72,19 +77,36 @@ def _to_contract(example, keep_crowd, keep_difficult):
     return tf.cast(image, tf.uint8), targets
 
 
-def load(name: str = shapes_dataset.NAME, split: str = "train", data_dir: str | None = None,
-         shuffle_files: bool = False, download: bool = True, keep_crowd: bool = False,
-         keep_difficult: bool = False, read_config=None):
-    """Loads a detection dataset with tensorflow-datasets in the contract's format (see the module docstring).
+def load(source: str = shapes_dataset.NAME, split: str = "train", *, image_dir: str | None = None,
+         class_names=None, on_error: str = "raise", data_dir: str | None = None, shuffle_files: bool = False,
+         download: bool = True, keep_crowd: bool = False, keep_difficult: bool = False, read_config=None):
+    """Loads a detection dataset as unbatched `(image uint8 [H, W, 3], {"boxes" [M, 4], "classes" [M]})`.
 
-    name: "keras_focal_shapes" (default; alias "shapes"; "keras_focal_shapes/small" for the tiny config),
-        "coco/2017", "voc/2007", "voc/2012". Unknown names raise ValueError listing the available ones.
-    split: any tfds split expression ("train", "validation", "test", "train[:10%]", ...).
-    data_dir: where tfds stores/reads the data (tfds' default, ~/tensorflow_datasets, when None).
-    download: prepare the dataset if missing (for the built-in one this generates it locally, no network).
-    Returns an unbatched `tf.data.Dataset` of `(image uint8 [H, W, 3], {"boxes", "classes"})`.
+    source: a tfds name: "keras_focal_shapes" (default; alias "shapes"; "keras_focal_shapes/small" for the tiny
+        config), "coco/2017", "voc/2007", "voc/2012" (unknown names raise ValueError listing them); or a path: a
+        COCO-format `.json` file, a Pascal VOC folder (holding `Annotations/`), a YOLO data `.yaml`.
+    split: a tfds split expression ("train", "validation", "test", "train[:10%]", ...); for a VOC folder the
+        `ImageSets/Main/<split>.txt` list ("validation" -> val.txt); for YOLO "train", "validation"/"val", "test";
+        not used by a COCO JSON file (one file is one split).
+    image_dir: where a COCO file's `file_name`s are (default: the JSON file's folder) or a VOC folder's images
+        (default `JPEGImages/`).
+    class_names: a VOC folder's classes (default: the 20 VOC names, or the sorted names its XML files use).
+    on_error: "raise" (default): bad input found in the annotations (a malformed file, an undeclared category /
+        class, a missing image file, a YOLO line with the wrong number of fields) raises `DataSourceError` (a
+        ValueError) naming each offending file, here, before any training step; bytes that do not decode as an
+        image raise when the example is read, naming the file. "skip": such examples are left out, with a warning.
+    keep_crowd: keep COCO crowd boxes, flagged in `targets["is_crowd"]` (for evaluation).
+    keep_difficult: keep VOC `difficult` objects.
+    data_dir, shuffle_files, download, read_config: tensorflow-datasets' own (tfds names only). `download`
+        prepares a missing tfds dataset (the built-in one is generated locally, no network).
     """
-    canonical, config = catalog.resolve_name(name)
+    if catalog.is_source_path(source):
+        annotations = sources.read(source, split, image_dir=image_dir, class_names=class_names,
+                                   keep_difficult=keep_difficult, on_error=on_error)
+        return sources.stream(annotations, keep_crowd=keep_crowd, on_error=on_error)
+    canonical, config = catalog.resolve_name(source)
+    if image_dir is not None or class_names is not None:
+        raise ValueError(f"image_dir and class_names apply to annotation files, not to the tfds dataset {source!r}")
     tfds_name = canonical
     if canonical == shapes_dataset.NAME and config:
         tfds_name = f"{canonical}/{config}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from keras_focal import letterbox as letterboxing
 from keras_focal.data.augment import Augmenter, filter_boxes
 
 PAD_VALUE = -1
@@ -17,6 +18,15 @@ def resize_image(image, image_size):
     image = tf.cast(image, tf.float32)
     image = tf.image.resize(image, image_size, method="bilinear")
     return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def fit_to_frame(image, boxes, image_size, letterbox=False):
+    """`resize_image`, or with `letterbox=True` the aspect-preserving resize + pad of `keras_focal.letterbox`, with
+    the normalized boxes moved into the frame."""
+    if not letterbox:
+        return resize_image(image, image_size), boxes
+    frame, content = letterboxing.letterbox(image, image_size)
+    return frame, letterboxing.boxes_to_frame(boxes, content)
 
 
 def pad_targets(boxes, classes, max_boxes, extra=None):
@@ -37,11 +47,13 @@ def pad_targets(boxes, classes, max_boxes, extra=None):
 
 def make_dataset(ds, image_size=(128, 128), batch_size=8, encoder=None, augment=False, shuffle=False,
                  max_boxes=100, drop_remainder=False, repeat=False, min_box_size=2.0, deterministic=False,
-                 seed=None, augmenter=None, cache=False, prefetch=True):
+                 seed=None, augmenter=None, cache=False, prefetch=True, letterbox=False):
     """Batches a `load()` dataset for `fit` / evaluation.
 
     ds: unbatched `(image uint8 [H, W, 3], {"boxes" [M, 4], "classes" [M]})` examples (from `load`).
     image_size: (H, W) every image is stretched to.
+    letterbox: instead of stretching, scale each image keeping its aspect ratio and pad it to image_size
+        (`keras_focal.letterbox`); the boxes are moved into the frame.
     batch_size: examples per batch (the global batch size under tf.distribute).
     encoder: None, or a callable `encoder(boxes [M, 4], classes [M], H, W) -> dict` (e.g. an
         `keras_focal.layers.AnchorEncoder`, returning "class_targets", "box_targets", "matched_boxes"); called
@@ -54,7 +66,7 @@ def make_dataset(ds, image_size=(128, 128), batch_size=8, encoder=None, augment=
     drop_remainder: drop the last partial batch (needed for a fixed batch shape, e.g. on TPU).
     repeat: repeat forever (before batching).
     min_box_size: boxes under this many pixels high or wide (at image_size, after augmentation) are dropped.
-    deterministic: reproducible order and augmentation (sequential augmentation map, seeded shuffle/layers).
+    deterministic: reproducible order and augmentation (ordered maps, seeded shuffle and per-example seeds).
     seed: seed of shuffling and augmentation.
     cache: cache the raw examples in memory (fine for the built-in dataset, not for COCO).
 
@@ -82,14 +94,21 @@ def make_dataset(ds, image_size=(128, 128), batch_size=8, encoder=None, augment=
         ds = ds.repeat()
 
     def prepare(image, targets):
-        image = resize_image(image, image_size)
+        image, boxes = fit_to_frame(image, targets["boxes"], image_size, letterbox)
         extra = {k: tf.cast(v, tf.int32) for k, v in targets.items() if k not in ("boxes", "classes")}
-        boxes, classes, extra = filter_boxes(targets["boxes"], targets["classes"], height, width, min_box_size,
-                                             extra)
+        boxes, classes, extra = filter_boxes(boxes, targets["classes"], height, width, min_box_size, extra)
         return image, boxes, classes, extra
 
-    def augment_fn(image, boxes, classes, extra):
-        return augmenter(image, boxes, classes, extra)
+    def prepare_augmented(example, seed):
+        # Without letterbox, the stretch to image_size and the augmentation are one resampling of the image.
+        image, targets = example
+        boxes = targets["boxes"]
+        if letterbox:  # the aspect-preserving frame first; the augmentation then resamples it at image_size
+            image, boxes = fit_to_frame(image, boxes, image_size, letterbox=True)
+        extra = {k: tf.cast(v, tf.int32) for k, v in targets.items() if k not in ("boxes", "classes")}
+        boxes, classes, extra = filter_boxes(boxes, targets["classes"], height, width, min_box_size, extra)
+        return augmenter.resize_and_augment(image, boxes, classes, extra, output_size=image_size,
+                                            seed=tf.stack([seed, 0]))
 
     def finish(image, boxes, classes, extra):
         image = tf.ensure_shape(image, [height, width, 3])
@@ -103,9 +122,12 @@ def make_dataset(ds, image_size=(128, 128), batch_size=8, encoder=None, augment=
                 out[k] = v
         return image, out
 
-    ds = ds.map(prepare, num_parallel_calls=autotune)
-    if augmenter is not None:
-        ds = ds.map(augment_fn, num_parallel_calls=None if deterministic else autotune)
+    if augmenter is None:
+        ds = ds.map(prepare, num_parallel_calls=autotune)
+    else:
+        # One stateless seed per example: the same draws whatever the parallelism.
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(prepare_augmented, num_parallel_calls=autotune)
     ds = ds.map(finish, num_parallel_calls=autotune)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=autotune)
     if prefetch:

@@ -12,9 +12,15 @@ from keras_focal.evaluation.coco import (
     format_coco_table,
     print_coco_table,
 )
-from keras_focal.evaluation.model_eval import COCOEvalCallback, detection_fn, evaluate_model, load_detector
+from keras_focal.evaluation.model_eval import (
+    COCOEvalCallback,
+    detection_fn,
+    detector_class_names,
+    evaluate_model,
+    load_detector,
+)
 
 __all__ = [
-    "COCOEvalCallback", "COCOEvaluator", "METRIC_NAMES", "detection_fn", "evaluate_detections", "evaluate_model",
-    "format_coco_table", "load_detector", "print_coco_table",
+    "COCOEvalCallback", "COCOEvaluator", "METRIC_NAMES", "detection_fn", "detector_class_names",
+    "evaluate_detections", "evaluate_model", "format_coco_table", "load_detector", "print_coco_table",
 ]

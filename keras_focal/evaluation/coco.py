@@ -115,6 +115,15 @@ class COCOEvaluator:
                         None if gt_is_crowd is None else gt_is_crowd[i],
                         None if num_detections is None else num_detections[i])
 
+    def detections_json(self, image_ids=None):
+        """The detections added so far as a COCO results list, `[{"image_id", "category_id", "bbox": [x, y, w, h]
+        in pixels, "score"}, ...]` (what `COCO.loadRes` reads). image_ids: the id of each added image in the
+        user's annotation file, in the order the images were added (default 1, 2, ...)."""
+        if image_ids is not None and len(image_ids) < len(self._images):
+            raise ValueError(f"{len(self._images)} images were evaluated but {len(image_ids)} image ids were given")
+        return [{"image_id": image_ids[d["image_id"] - 1] if image_ids is not None else d["image_id"],
+                 "category_id": d["category_id"], "bbox": d["bbox"], "score": d["score"]} for d in self._dt]
+
     def _coco_objects(self):
         from pycocotools.coco import COCO
 

@@ -7,6 +7,7 @@ import time
 import keras
 import tensorflow as tf
 
+from keras_focal import letterbox as letterboxing
 from keras_focal.evaluation.coco import COCOEvaluator
 
 
@@ -35,15 +36,19 @@ def _is_batched(dataset):
     return image_spec.shape.rank == 4
 
 
-def _batched_with_sizes(dataset, image_size, batch_size):
-    """Unbatched (image, targets) -> batches of (resized float images, padded targets, true sizes [B, 2])."""
+def _batched_with_sizes(dataset, image_size, batch_size, letterbox=False):
+    """Unbatched (image, targets) -> batches of (resized float images, padded targets, true sizes [B, 2], content
+    [B, 2]: the fraction of the model's frame each image covers, 1 unless letterboxed)."""
     from keras_focal.data.pipeline import pad_targets, resize_image
 
     def prep(image, targets):
         size = tf.shape(image)[:2]
         extra = {"is_crowd": targets["is_crowd"]} if "is_crowd" in targets else None
         t = pad_targets(targets["boxes"], targets["classes"], max_boxes=_MAX_EVAL_BOXES, extra=extra)
-        return resize_image(image, image_size), t, size
+        if letterbox:
+            frame, content = letterboxing.letterbox(image, image_size)
+            return frame, t, size, content
+        return resize_image(image, image_size), t, size, tf.ones([2], tf.float32)
 
     return dataset.map(prep, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
@@ -52,7 +57,7 @@ _MAX_EVAL_BOXES = 300
 
 
 def evaluate_model(model, dataset, num_classes=None, class_names=None, category_ids=None, image_size=None,
-                   batch_size=8, max_batches=None, verbose=False, return_evaluator=False):
+                   batch_size=8, max_batches=None, verbose=False, return_evaluator=False, letterbox=None):
     """COCO metrics of `model` on `dataset`.
 
     model: anything `detection_fn` accepts (a RetinaNet with `.detect`, a loaded SavedModel, a callable).
@@ -62,6 +67,9 @@ def evaluate_model(model, dataset, num_classes=None, class_names=None, category_
         boxes are scaled with each image's true size, so small/medium/large use the original pixel areas).
     num_classes / class_names / category_ids: see `COCOEvaluator` (num_classes defaults to model.num_classes).
     max_batches: evaluate only this many batches.
+    letterbox: resize unbatched images keeping their aspect ratio and pad them (`keras_focal.letterbox`), the
+        detections mapped back to the original image; None: `model.letterbox` (False for a SavedModel, whose own
+        serving graph resizes: pass True when it letterboxes).
     Returns {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", ...} (+ the evaluator).
     """
     if num_classes is None and class_names is None and category_ids is None:
@@ -73,20 +81,25 @@ def evaluate_model(model, dataset, num_classes=None, class_names=None, category_
             for images, targets in dataset:
                 shape = tf.shape(images)
                 sizes = tf.tile(tf.reshape(shape[1:3], [1, 2]), [shape[0], 1])
-                yield images, targets, sizes
+                yield images, targets, sizes, None
         it = batches()
     else:
         if image_size is None:
             image_size = getattr(model, "image_size", None)
         if image_size is None:
             raise ValueError("An unbatched dataset needs image_size (or a model with .image_size).")
-        it = iter(_batched_with_sizes(dataset, tuple(int(s) for s in image_size), batch_size))
+        if letterbox is None:
+            letterbox = bool(getattr(model, "letterbox", False))
+        it = iter(_batched_with_sizes(dataset, tuple(int(s) for s in image_size), batch_size, letterbox))
     start = time.time()
-    for step, (images, targets, sizes) in enumerate(it):
+    for step, (images, targets, sizes, content) in enumerate(it):
         if max_batches is not None and step >= max_batches:
             break
         out = detect(images)
-        evaluator.update_batch(targets["boxes"], targets["classes"], out["detection_boxes"], out["detection_scores"],
+        boxes = out["detection_boxes"]
+        if content is not None:
+            boxes = letterboxing.boxes_from_frame(boxes, content)
+        evaluator.update_batch(targets["boxes"], targets["classes"], boxes, out["detection_scores"],
                                out["detection_classes"], out.get("num_detections"), sizes, targets.get("is_crowd"))
     metrics = evaluator.result(verbose=verbose)
     if verbose:
@@ -135,6 +148,19 @@ class COCOEvalCallback(keras.callbacks.Callback):
         last = (self.params or {}).get("epochs")
         if (epoch + 1) % self.every_n_epochs == 0 or (last is not None and epoch + 1 == last):
             self._evaluate(epoch, logs)
+
+
+def detector_class_names(model):
+    """The class names a detector carries, or None: `model.class_names` (a RetinaNet, also after loading a
+    `.keras` file) or, for a loaded SavedModel, its `assets/labels.txt`."""
+    names = getattr(model, "class_names", None)
+    if names:
+        return tuple(str(n) for n in names)
+    asset = getattr(model, "class_names_file", None)
+    if asset is None:
+        return None
+    with open(asset.asset_path.numpy().decode("utf-8"), encoding="utf-8") as f:
+        return tuple(line.rstrip("\n") for line in f)
 
 
 def load_detector(path):

@@ -1,7 +1,13 @@
 """Exports with resize, normalisation, box decoding and NMS in the graph: a SavedModel for TF Serving, and a
 `.tflite` file for the LiteRT interpreter (phones, edge devices)."""
 
-from keras_focal.export.saved_model import existing_versions, export_saved_model, parse_version
+from keras_focal.export.saved_model import (
+    LABELS_FILE,
+    existing_versions,
+    export_saved_model,
+    parse_version,
+    read_class_names,
+)
 from keras_focal.export.serving import (
     IMAGE_BYTES,
     IMAGES,
@@ -20,6 +26,8 @@ __all__ = [
     "QUANTIZATIONS",
     "existing_versions",
     "parse_version",
+    "read_class_names",
+    "LABELS_FILE",
     "DetectionServingModule",
     "build_warmup_requests",
     "write_warmup_requests",

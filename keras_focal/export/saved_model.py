@@ -1,6 +1,8 @@
 """`export_saved_model`: a versioned SavedModel for TF Serving, written atomically (CONTRACT §4).
 
-Layout: `<export_dir>/<version>/{saved_model.pb, variables/, assets.extra/tf_serving_warmup_requests}`.
+Layout: `<export_dir>/<version>/{saved_model.pb, variables/, assets.extra/tf_serving_warmup_requests}`, plus
+`assets/labels.txt` when the model has class names: one name per line, line i (0-based) = detection class i, UTF-8,
+readable by any client without keras_focal (`read_class_names` does it here).
 
 TF Serving polls `<export_dir>` and loads the children whose name parses as an integer (`safe_strto64`, in
 `tensorflow_serving/sources/storage_path/file_system_storage_path_source.cc`), the highest one by default. A
@@ -19,6 +21,7 @@ import tensorflow as tf
 from keras_focal.export import serving, warmup
 
 TMP_PREFIX = ".tmp-export-"
+LABELS_FILE = "labels.txt"
 _VERSION_RE = re.compile(r"^\s*\+?(\d+)\s*$")  # what TF Serving's safe_strto64 accepts as a version >= 0
 
 
@@ -55,8 +58,25 @@ def _check_version(export_dir, version):
 def _write_version(model, tmp_dir, model_name):
     """Everything that goes into one version directory."""
     module = serving.DetectionServingModule(model)
-    tf.saved_model.save(module, tmp_dir, signatures=module.signatures())
+    class_names = getattr(model, "class_names", None)
+    with tempfile.TemporaryDirectory() as labels_dir:
+        if class_names:
+            labels = os.path.join(labels_dir, LABELS_FILE)
+            with open(labels, "w", encoding="utf-8") as f:
+                f.write("".join(f"{name}\n" for name in class_names))
+            # A tracked Asset is copied to <version>/assets/ and its path is restored by tf.saved_model.load.
+            module.class_names_file = tf.saved_model.Asset(labels)
+        tf.saved_model.save(module, tmp_dir, signatures=module.signatures())
     warmup.write_warmup_requests(tmp_dir, module.image_size, model_name=model_name)
+
+
+def read_class_names(saved_model_dir):
+    """The class names an export holds (`assets/labels.txt`), or None when it has none."""
+    path = os.path.join(os.fspath(saved_model_dir), "assets", LABELS_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return tuple(line.rstrip("\n") for line in f)
 
 
 def _publish(tmp_dir, version_dir):

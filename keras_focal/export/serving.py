@@ -6,8 +6,9 @@ Three entry points share one path, `resize -> model.detect -> cast`:
 - `serving_bytes`:   `image_bytes` string [B] of encoded JPEG or PNG;
 - `tf_example`:      `serialized_examples` string [B] of tf.train.Example with feature `image/encoded`.
 
-Resizing is a plain bilinear stretch to `model.image_size`. The boxes are normalized [ymin, xmin, ymax, xmax], so
-they stay valid for the original image whatever its aspect ratio.
+Resizing is a plain bilinear stretch to `model.image_size`, or, for a model with `letterbox=True`, the
+aspect-preserving resize and pad of `keras_focal.letterbox` with the boxes mapped back. Either way the boxes are
+normalized [ymin, xmin, ymax, xmax] of the original image, whatever its aspect ratio.
 
 Why a `tf.Module` and not `keras.export.ExportArchive`: the module only tracks the model's variables (no Keras
 objects end up in the SavedModel, so it loads with nothing but TensorFlow), the input and output names are exactly
@@ -16,6 +17,8 @@ dtype policy (keras issues #19458, #21258 and #20835 report names and dtypes los
 """
 
 import tensorflow as tf
+
+from keras_focal import letterbox as letterboxing
 
 # Input, output and signature names: the public serving interface.
 IMAGES = "images"
@@ -80,6 +83,7 @@ class DetectionServingModule(tf.Module):
             raise TypeError("export needs a keras_focal detector with `detect(images)` and `image_size`; "
                             f"got {type(model).__name__}")
         self.image_size = tuple(int(s) for s in model.image_size)
+        self.letterbox = bool(getattr(model, "letterbox", False))
         if len(self.image_size) != 2 or min(self.image_size) < 1:
             raise ValueError(f"model.image_size must be (height, width) > 0, got {model.image_size}")
         # Track the variables only: the SavedModel then holds no Keras objects and loads with plain TensorFlow.
@@ -87,32 +91,42 @@ class DetectionServingModule(tf.Module):
         self.model_variables = [_tf_variable(v) for v in model.variables]
         detect = model.detect
 
-        def _detect(resized):
+        def _detect(framed):
+            resized, content = framed
             outputs = detect(resized)
             missing = set(OUTPUT_DTYPES) - set(outputs)
             if missing:
                 raise ValueError(f"model.detect did not return {sorted(missing)}")
-            return {k: tf.cast(outputs[k], dtype) for k, dtype in OUTPUT_DTYPES.items()}
+            outputs = {k: tf.cast(outputs[k], dtype) for k, dtype in OUTPUT_DTYPES.items()}
+            if content is not None:
+                outputs["detection_boxes"] = letterboxing.boxes_from_frame(outputs["detection_boxes"], content)
+            return outputs
 
         self._detect = _detect
 
     # ------------------------------------------------------------------------------------------ shared path
     def _resize(self, images):
-        """uint8 or float images [B, H, W, 3] -> float32 [B, h, w, 3] at model.image_size, values in [0, 255]."""
-        return tf.image.resize(tf.cast(images, tf.float32), self.image_size, method="bilinear")
+        """uint8 or float images [B, H, W, 3] -> (float32 [B, h, w, 3] at model.image_size, values in [0, 255],
+        the fraction [B, 2] of the frame the images cover when letterboxed, else None)."""
+        if self.letterbox:
+            return letterboxing.letterbox(images, self.image_size)
+        return tf.image.resize(tf.cast(images, tf.float32), self.image_size, method="bilinear"), None
 
     def _decode_one(self, args):
         encoded, index = args
         with tf.control_dependencies([_check_encoded_image(encoded, index)]):
             image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
         image.set_shape([None, None, 3])
-        return self._resize(image[tf.newaxis])[0]
+        resized, content = self._resize(image[tf.newaxis])
+        return resized[0], tf.ones([2]) if content is None else content[0]
 
     def _decode_and_resize(self, image_bytes):
         image_bytes = tf.reshape(image_bytes, [-1])
         indices = tf.range(tf.shape(image_bytes)[0], dtype=tf.int32)
-        return tf.map_fn(self._decode_one, (image_bytes, indices),
-                         fn_output_signature=tf.TensorSpec([*self.image_size, 3], tf.float32))
+        resized, content = tf.map_fn(
+            self._decode_one, (image_bytes, indices),
+            fn_output_signature=(tf.TensorSpec([*self.image_size, 3], tf.float32), tf.TensorSpec([2], tf.float32)))
+        return resized, content if self.letterbox else None
 
     # ---------------------------------------------------------------------------------------- signatures
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=IMAGES)])

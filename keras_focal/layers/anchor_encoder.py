@@ -1,11 +1,40 @@
 """Anchor assignment (IoU matcher for RetinaNet, ATSS for GFL) and training-target encoding."""
 
 import keras
+import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from keras_focal.boxes import BACKGROUND, IGNORED, centers, pairwise_iou, valid_boxes_mask
 from keras_focal.layers import box_coding
 from keras_focal.layers.anchor_generator import AnchorGenerator
+
+# Where non-real boxes are moved for the grid IoU: no anchor reaches it, so their IoU is exactly 0.
+FAR_AWAY = 1e9
+
+
+def _is_static(x):
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def compact_real_boxes(boxes, classes):
+    """Moves the real boxes of each image to the front, in their order, and cuts the batch to its largest count.
+
+    ``boxes [B, M, 4]``, ``classes [B, M]`` -> ``boxes [B, K, 4]``, ``classes [B, K]`` and ``source_index`` int32
+    ``[B, K]`` (the row of M each came from), where K is the largest number of real boxes of one image
+    (``valid_boxes_mask``). Rows past an image's own count are padding: class -1, box -1, index -1. The order of
+    the real boxes is kept, so "the first box on ties" means the same box before and after.
+    """
+    valid = valid_boxes_mask(boxes, classes)  # [B, M]
+    count = ops.sum(ops.cast(valid, "int32"), axis=1)  # [B]
+    k = ops.max(ops.concatenate([count, ops.zeros((1,), "int32")], axis=0))
+    # A stable sort on "is padding" puts the real rows first, each group in its original order.
+    order = ops.cast(tf.argsort(ops.cast(ops.logical_not(valid), "int32"), axis=1, stable=True), "int32")[:, :k]
+    keep = ops.arange(k, dtype="int32")[None, :] < count[:, None]  # [B, K]
+    boxes = ops.where(keep[..., None], ops.take_along_axis(boxes, order[..., None], axis=1), -1.0)
+    classes = ops.where(keep, ops.take_along_axis(classes, order, axis=1), -1)
+    return boxes, classes, ops.where(keep, order, -1)
+
 
 @keras.saving.register_keras_serializable(package="keras_focal")
 class AnchorEncoder(keras.layers.Layer):
@@ -20,8 +49,10 @@ class AnchorEncoder(keras.layers.Layer):
     * ``box_targets`` float32 ``[..., A, 4]``: ``(dy, dx, log dh, log dw) * box_weights`` of the matched box
       (see ``box_coding.encode_deltas``), 0 where not positive;
     * ``matched_boxes`` float32 ``[..., A, 4]``: the assigned ground-truth box (yxyx), 0 where not positive;
-    * ``matched_indices`` int32 ``[..., A]``: the index into ``M`` of the assigned ground-truth box, -1 where the
-      anchor is not positive.
+    * ``matched_indices`` int32 ``[..., A]``: the row of M of the assigned ground-truth box, -1 where not positive.
+
+    Only the real boxes are compared with the anchors (``compact_real_boxes``): the cost grows with the number
+    of objects, not with the padded M; a batch costs as much as its most crowded image.
 
     ``assigner="iou"`` (RetinaNet, Focal Loss paper §4): IoU >= ``positive_iou`` (0.5) positive,
     < ``negative_iou`` (0.4) background, in between ignored. With ``allow_low_quality_matches`` (as
@@ -77,17 +108,63 @@ class AnchorEncoder(keras.layers.Layer):
         if unbatched:
             boxes = boxes[None]
             classes = classes[None]
-        anchors = self.anchor_generator(image_height, image_width)
-        if self.assigner == "iou":
+        anchors = self._anchors(image_height, image_width)
+        # Only the real boxes are matched: padding would cost one [A] column of every pairwise op each.
+        boxes, classes, source_index = compact_real_boxes(boxes, classes)
+        grid = self._anchor_grid(image_height, image_width)
+        if self.assigner == "iou" and grid is not None and grid["levels"] is not None:
+            match, positive, ignored = self._assign_iou_grid(grid["levels"], boxes, classes)
+        elif self.assigner == "iou":
             match, positive, ignored = self._assign_iou(anchors, boxes, classes)
         else:
             match, positive, ignored = self._assign_atss(
                 anchors, boxes, classes, image_height, image_width
             )
         out = self._encode(anchors, boxes, classes, match, positive, ignored)
+        # match indexes the compacted boxes (plus the dummy at the end); source_index maps it back to M.
+        source_index = ops.concatenate([source_index, ops.zeros((ops.shape(boxes)[0], 1), "int32") - 1], axis=1)
+        matched = tf.gather(source_index, match[0], batch_dims=1)
+        out["matched_indices"] = ops.where(positive, matched, -1)
         if unbatched:
             out = {k: v[0] for k, v in out.items()}
         return out
+
+    def _anchors(self, image_height, image_width):
+        """The anchors ``[A, 4]``; for a static image size computed once and kept as a constant."""
+        grid = self._anchor_grid(image_height, image_width)
+        if grid is None:
+            return self.anchor_generator(image_height, image_width)
+        return ops.convert_to_tensor(grid["anchors"])
+
+    def _anchor_grid(self, image_height, image_width):
+        """For a static image size, the anchors (numpy, computed once) and, when every level's anchors form a
+        grid (rows share their y extents, columns their x extents, ``k`` shapes per location), per level:
+        ``y`` [fh, k, 2] (ymin, ymax), ``x`` [fw, k, 2] (xmin, xmax), ``area`` [fh, fw, k]. None for a
+        dynamic size."""
+        if not (_is_static(image_height) and _is_static(image_width)):
+            return None
+        key = (int(image_height), int(image_width))
+        cache = self.__dict__.setdefault("_grid_cache", {})
+        if key in cache:
+            return cache[key]
+        with tf.init_scope():  # eager even while a tf.data map or tf.function is being traced
+            anchors = ops.convert_to_numpy(self.anchor_generator(*key)).astype("float32")
+        gen = self.anchor_generator
+        k = gen.anchors_per_location
+        levels, start = [], 0
+        for fh, fw in gen.feature_sizes(*key):
+            grid = anchors[start:start + fh * fw * k].reshape(fh, fw, k, 4)
+            start += fh * fw * k
+            y, x = grid[:, :1, :, 0::2], grid[:1, :, :, 1::2]
+            if not (np.array_equal(np.broadcast_to(y, grid[..., 0::2].shape), grid[..., 0::2])
+                    and np.array_equal(np.broadcast_to(x, grid[..., 1::2].shape), grid[..., 1::2])):
+                levels = None
+                break
+            # the same float32 operations as pairwise_iou's anchor area
+            area = np.maximum(grid[..., 2] - grid[..., 0], 0) * np.maximum(grid[..., 3] - grid[..., 1], 0)
+            levels.append({"y": y[:, 0], "x": x[0], "area": area.astype("float32")})
+        cache[key] = {"anchors": anchors, "levels": levels}
+        return cache[key]
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -114,6 +191,56 @@ class AnchorEncoder(keras.layers.Layer):
                 ops.logical_and(gt_best[:, None, :] > 0.0, valid[:, None, :]),
             )
             low_quality = ops.any(is_best, axis=2)  # [B, A]
+            positive = ops.logical_or(positive, low_quality)
+            ignored = ops.logical_and(ignored, ops.logical_not(low_quality))
+        return (match, boxes, classes), positive, ignored
+
+    def _assign_iou_grid(self, levels, boxes, classes):
+        """``_assign_iou`` for anchors on a grid, with the same IoU values and decisions, level by level.
+
+        An anchor's vertical overlap with a box depends only on its row and shape, the horizontal one only on
+        its column and shape: ``inter[i, j, s, m] = ih[i, s, m] * iw[j, s, m]``. The min / max work is then
+        ``(fh + fw) * k * M`` instead of ``fh * fw * k * M``; the [A, M] work left is one product, the union,
+        the division and the reductions. Non-real boxes are moved far outside the image (IoU exactly 0
+        instead of -1): they come after the real ones, so argmax ties still pick the same real box, a 0 never
+        reaches ``negative_iou`` > 0 nor the low-quality rule (best IoU > 0), and images without a real box
+        are background everywhere.
+        """
+        boxes, classes = self._pad_dummy(boxes, classes)
+        valid = valid_boxes_mask(boxes, classes)  # [B, M]
+        far = ops.where(valid[..., None], boxes, FAR_AWAY)
+        area_b = ops.maximum(far[..., 2] - far[..., 0], 0.0) * ops.maximum(far[..., 3] - far[..., 1], 0.0)
+
+        def overlap(lo_a, hi_a, lo_b, hi_b):  # [n, k] anchor extents x [B, M] box extents -> [B, n, k, M]
+            lo_b, hi_b = lo_b[:, None, None, :], hi_b[:, None, None, :]
+            return ops.maximum(ops.minimum(hi_a[None, :, :, None], hi_b) - ops.maximum(lo_a[None, :, :, None], lo_b), 0.0)
+
+        ious, max_iou, match, gt_best = [], [], [], None
+        for level in levels:
+            ih = overlap(level["y"][..., 0], level["y"][..., 1], far[..., 0], far[..., 2])  # [B, fh, k, M]
+            iw = overlap(level["x"][..., 0], level["x"][..., 1], far[..., 1], far[..., 3])  # [B, fw, k, M]
+            inter = ih[:, :, None] * iw[:, None]  # [B, fh, fw, k, M]
+            union = level["area"][None, ..., None] + area_b[:, None, None, None, :] - inter
+            iou = tf.math.divide_no_nan(inter, union)  # 0 where the union is 0, as boxes.pairwise_iou
+            ious.append(iou)
+            # tf.argmax, not ops.argmax: Keras' version first rewrites -0.0 over the whole [A, M] tensor, which
+            # only changes the match of anchors whose best IoU is 0, and those are never positive.
+            max_iou.append(tf.reshape(tf.reduce_max(iou, axis=-1), (ops.shape(boxes)[0], -1)))
+            match.append(tf.reshape(tf.argmax(iou, axis=-1, output_type=tf.int32), (ops.shape(boxes)[0], -1)))
+            best = tf.reduce_max(iou, axis=(1, 2, 3))  # [B, M]
+            gt_best = best if gt_best is None else ops.maximum(gt_best, best)
+        max_iou = ops.concatenate(max_iou, axis=1)  # [B, A]
+        match = ops.concatenate(match, axis=1)
+        has_box = ops.any(valid, axis=1)[:, None]
+        positive = ops.logical_and(max_iou >= self.positive_iou, has_box)
+        ignored = ops.logical_and(
+            ops.logical_and(max_iou >= self.negative_iou, ops.logical_not(positive)), has_box)
+        if self.allow_low_quality_matches:
+            # an IoU never equals +inf: boxes whose best IoU is 0 (or that are not real) keep no anchor
+            target = ops.where(gt_best > 0.0, gt_best, float("inf"))[:, None, None, None, :]
+            low_quality = ops.concatenate(
+                [tf.reshape(tf.reduce_any(tf.equal(iou, target), axis=-1), (ops.shape(boxes)[0], -1)) for iou in ious],
+                axis=1)
             positive = ops.logical_or(positive, low_quality)
             ignored = ops.logical_and(ignored, ops.logical_not(low_quality))
         return (match, boxes, classes), positive, ignored
@@ -175,22 +302,18 @@ class AnchorEncoder(keras.layers.Layer):
 
     def _encode(self, anchors, boxes, classes, match, positive, ignored):
         match_idx, boxes_p, classes_p = match
-        matched_boxes = ops.take_along_axis(boxes_p, ops.expand_dims(match_idx, -1), axis=1)  # [B, A, 4]
-        matched_cls = ops.take_along_axis(classes_p, match_idx, axis=1)  # [B, A]
-        class_targets = ops.where(
-            positive, matched_cls, ops.where(ignored, IGNORED, BACKGROUND)
-        )
-        class_targets = ops.cast(class_targets, "int32")
-        pos4 = ops.expand_dims(positive, -1)
-        safe_boxes = ops.where(pos4, matched_boxes, anchors[None])
-        deltas = box_coding.encode_deltas(anchors, safe_boxes, self.box_weights)
-        box_targets = ops.where(pos4, deltas, 0.0)
-        matched_boxes = ops.where(pos4, matched_boxes, 0.0)
+        matched_cls = tf.gather(classes_p, match_idx, batch_dims=1)  # [B, A]
+        class_targets = tf.where(positive, matched_cls, tf.where(ignored, IGNORED, BACKGROUND))
+        # Box targets exist only for the positive anchors (a few hundred of tens of thousands): they are
+        # encoded there and scattered into zeros.
+        where = tf.where(positive)  # [P, 2] (image, anchor)
+        pos_boxes = tf.gather_nd(boxes_p, tf.stack([where[:, 0], tf.cast(tf.gather_nd(match_idx, where), tf.int64)], 1))
+        deltas = box_coding.encode_deltas(tf.gather(anchors, where[:, 1]), pos_boxes, self.box_weights)
+        shape = tf.concat([tf.shape(positive, out_type=tf.int64), [4]], axis=0)
         return {
-            "class_targets": class_targets,
-            "box_targets": box_targets,
-            "matched_boxes": matched_boxes,
-            "matched_indices": ops.where(positive, match_idx, -1),
+            "class_targets": tf.cast(class_targets, tf.int32),
+            "box_targets": tf.scatter_nd(where, deltas, shape),
+            "matched_boxes": tf.scatter_nd(where, pos_boxes, shape),
         }
 
     def get_config(self):

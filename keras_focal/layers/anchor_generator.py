@@ -7,6 +7,9 @@ import numpy as np
 from keras import ops
 
 
+ANCHOR_ORDERS = ("scale_major", "ratio_major")
+
+
 def _is_static(x):
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
@@ -41,7 +44,14 @@ class AnchorGenerator(keras.layers.Layer):
     when you load weights trained that way. Anchors are not clipped to the image.
 
     **Order** (fixed by docs/ARCHITECTURE.md): level (P3 first), then row y, then column x, then anchor
-    type, scale-major then aspect ratio (``index = scale_index * len(aspect_ratios) + ratio_index``).
+    type, by default scale-major then aspect ratio (``index = scale_index * len(aspect_ratios) + ratio_index``);
+    ``order="ratio_major"`` gives ``index = ratio_index * num_scales + scale_index``, torchvision's order.
+
+    **torchvision's anchors** (``torchvision.models.detection.retinanet._default_anchorgen``) are
+    ``AnchorGenerator(center_offset=0.0, integer_sizes=True, round_corners=True, order="ratio_major")``:
+    its sizes are ``int(base * 2**(i / 3))`` (32, 40, 50 on P3), and its anchors, relative to their centre,
+    have corners rounded to whole pixels (``base_anchors.round()``, half to even), computed in float32 as
+    ``round(size / sqrt(r) / 2)`` for the half width and ``round(size * sqrt(r) / 2)`` for the half height.
 
     Call with the image size in pixels, python ints or scalar tensors (dynamic sizes work inside
     ``tf.function`` and ``tf.data``)::
@@ -60,6 +70,9 @@ class AnchorGenerator(keras.layers.Layer):
         num_scales=3,
         aspect_ratios=(0.5, 1.0, 2.0),
         center_offset=0.5,
+        integer_sizes=False,
+        round_corners=False,
+        order="scale_major",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -73,6 +86,11 @@ class AnchorGenerator(keras.layers.Layer):
         self.num_scales = int(num_scales)
         self.aspect_ratios = tuple(float(r) for r in aspect_ratios)
         self.center_offset = float(center_offset)
+        if order not in ANCHOR_ORDERS:
+            raise ValueError(f"order must be one of {ANCHOR_ORDERS}, got {order!r}")
+        self.integer_sizes = bool(integer_sizes)
+        self.round_corners = bool(round_corners)
+        self.order = order
         self.built = True  # no weights
 
     @classmethod
@@ -104,12 +122,21 @@ class AnchorGenerator(keras.layers.Layer):
     def anchor_shapes(self, level):
         """numpy float32 ``[anchors_per_location, 2]``: (height, width) in pixels of the anchors of ``level``."""
         base = self.anchor_size * 2**level
-        shapes = []
-        for i in range(self.num_scales):
-            size = base * 2.0 ** (i / self.num_scales)
-            for r in self.aspect_ratios:
-                shapes.append((size * math.sqrt(r), size / math.sqrt(r)))
-        return np.asarray(shapes, dtype="float32")
+        sizes = [base * 2.0 ** (i / self.num_scales) for i in range(self.num_scales)]
+        if self.integer_sizes:
+            sizes = [float(int(size)) for size in sizes]
+        pairs = [(size, ratio) for size in sizes for ratio in self.aspect_ratios]
+        if self.order == "ratio_major":
+            pairs = [(size, ratio) for ratio in self.aspect_ratios for size in sizes]
+        if not self.round_corners:
+            return np.asarray([(s * math.sqrt(r), s / math.sqrt(r)) for s, r in pairs], dtype="float32")
+        # torchvision: h_ratio = sqrt(r), w_ratio = 1 / h_ratio, corners (+-w/2, +-h/2) rounded, all in float32.
+        size = np.asarray([s for s, _ in pairs], dtype="float32")
+        h_ratio = np.sqrt(np.asarray([r for _, r in pairs], dtype="float32"))
+        w_ratio = np.float32(1.0) / h_ratio
+        half_h = np.round(h_ratio * size / np.float32(2.0))
+        half_w = np.round(w_ratio * size / np.float32(2.0))
+        return np.stack([2.0 * half_h, 2.0 * half_w], axis=-1).astype("float32")
 
     # ------------------------------------------------------------------ sizes
     def feature_sizes(self, image_height, image_width):
@@ -196,6 +223,9 @@ class AnchorGenerator(keras.layers.Layer):
                 "num_scales": self.num_scales,
                 "aspect_ratios": list(self.aspect_ratios),
                 "center_offset": self.center_offset,
+                "integer_sizes": self.integer_sizes,
+                "round_corners": self.round_corners,
+                "order": self.order,
             }
         )
         return config

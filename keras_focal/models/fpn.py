@@ -23,18 +23,28 @@ class UpsampleLike(keras.layers.Layer):
         return (coarse[0], reference[1], reference[2], coarse[3])
 
 
-def feature_pyramid(c3, c4, c5, width=256, extra_levels_from="c5", name="fpn"):
+def feature_pyramid(c3, c4, c5, width=256, extra_levels_from="c5", symmetric_padding=False, name="fpn"):
     """Builds P3..P7 from C3..C5 with functional Keras layers.
 
     P3-P5: 1x1 lateral convs, top-down nearest upsampling and addition, then a 3x3 conv (Lin et al. 2017, FPN
     Sec. 3). P6: 3x3 stride-2 conv on C5 ("computed via a 3x3 stride-2 conv on C5", RetinaNet Sec. 4), or on P5
     for the GFL head (mmdetection `add_extra_convs='on_output'`). P7: ReLU then a 3x3 stride-2 conv on P6.
+
+    `symmetric_padding=True` pads the stride-2 convs of P6 and P7 by one pixel on every side, as torch's
+    `Conv2d(..., 3, 2, padding=1)` does (torchvision's `LastLevelP6P7`). TF's 'same' pads an even-sized input by
+    one pixel at the bottom and right only, so the two sample different windows; both give ceil(H / 2) outputs.
     """
     if extra_levels_from not in ("c5", "p5"):
         raise ValueError(f"extra_levels_from must be 'c5' or 'p5', got {extra_levels_from!r}")
 
     def conv(kernel, stride, label):
         return keras.layers.Conv2D(width, kernel, strides=stride, padding="same", name=f"{name}_{label}")
+
+    def downsample(x, label):
+        if not symmetric_padding:
+            return conv(3, 2, label)(x)
+        x = keras.layers.ZeroPadding2D(1, name=f"{name}_{label}_pad")(x)
+        return keras.layers.Conv2D(width, 3, strides=2, padding="valid", name=f"{name}_{label}")(x)
 
     lateral5 = conv(1, 1, "lateral5")(c5)
     lateral4 = conv(1, 1, "lateral4")(c4)
@@ -44,6 +54,6 @@ def feature_pyramid(c3, c4, c5, width=256, extra_levels_from="c5", name="fpn"):
     p3 = conv(3, 1, "p3")(merged3)
     p4 = conv(3, 1, "p4")(merged4)
     p5 = conv(3, 1, "p5")(lateral5)
-    p6 = conv(3, 2, "p6")(c5 if extra_levels_from == "c5" else p5)
-    p7 = conv(3, 2, "p7")(keras.layers.ReLU(name=f"{name}_p6_relu")(p6))
+    p6 = downsample(c5 if extra_levels_from == "c5" else p5, "p6")
+    p7 = downsample(keras.layers.ReLU(name=f"{name}_p6_relu")(p6), "p7")
     return [p3, p4, p5, p6, p7]

@@ -86,16 +86,28 @@ class RetinaNet(keras.Model):
             None: 0.5 RetinaNet, 0.6 GFL, 1000, 100). Attributes of the same names change them later.
         focal_alpha, focal_gamma: focal loss of head="retina" (0.25, 2.0 when None; Sec. 3.2 and Table 1b).
         reg_max: distribution bins minus one of head="gfl" (16 when None: 17 bins).
+        class_names: None, or one name per class (index = detection class); kept in `get_config`, so a `.keras`
+            file knows them, and written beside an exported SavedModel as `assets/labels.txt`.
+        symmetric_padding: pad the FPN's stride-2 convs (P6, P7) on every side, as torch does.
+        trainable_backbone_layers: torchvision's meaning: how many of the backbone's stages, counted from C5
+            down to the stem (layer4, layer3, layer2, layer1, conv1), are trained; None trains all (0-5).
+        letterbox: images are resized keeping their aspect ratio and padded to `image_size`
+            (`keras_focal.letterbox`) by the SavedModel export, `evaluate_model` and `examples/predict.py`, instead
+            of stretched; pass the same to `data.make_dataset` for training.
     """
 
     def __init__(self, num_classes, backbone="resnet50", head="retina", fpn_width=256, head_convs=None,
                  image_size=(512, 512), backbone_weights=None, freeze_stem=False, freeze_batchnorm=None,
                  score_threshold=0.05, iou_threshold=None, pre_nms_topk=1000, max_detections=100,
-                 focal_alpha=None, focal_gamma=None, reg_max=None, sync_batchnorm=None,
-                 **kwargs):
+                 focal_alpha=None, focal_gamma=None, reg_max=None, sync_batchnorm=None, class_names=None,
+                 symmetric_padding=False, trainable_backbone_layers=None, letterbox=False, **kwargs):
         head = get_head(head, **_named_head_arguments(head, head_convs, focal_alpha, focal_gamma, reg_max))
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if class_names is not None:
+            class_names = tuple(str(n) for n in class_names)
+            if len(class_names) != int(num_classes) or any("\n" in n or "\r" in n for n in class_names):
+                raise ValueError(f"class_names must be {num_classes} one-line names, got {list(class_names)}")
         if freeze_batchnorm is None:
             freeze_batchnorm = backbone_weights is not None and not sync_batchnorm
         if sync_batchnorm is None:
@@ -106,14 +118,17 @@ class RetinaNet(keras.Model):
             backbone = keras.saving.deserialize_keras_object(backbone)
 
         images = keras.Input(shape=(None, None, 3), name="images")
-        features = build_backbone(backbone, backbone_weights, freeze_stem, freeze_batchnorm, sync_batchnorm)
+        features = build_backbone(backbone, backbone_weights, freeze_stem, freeze_batchnorm, sync_batchnorm,
+                                  trainable_backbone_layers=trainable_backbone_layers)
         c3, c4, c5 = features(ImageNormalization(name="normalization")(images))
-        pyramid = feature_pyramid(c3, c4, c5, fpn_width, extra_levels_from=head.fpn_extra_levels_from)
+        pyramid = feature_pyramid(c3, c4, c5, fpn_width, extra_levels_from=head.fpn_extra_levels_from,
+                                  symmetric_padding=symmetric_padding)
         outputs = head(pyramid, int(num_classes))
         name = kwargs.pop("name", "retinanet" if head.name == "retina" else head.name)
         super().__init__(inputs=images, outputs=outputs, name=name, **kwargs)
 
         self.num_classes = int(num_classes)
+        self.class_names = class_names
         self.backbone_spec = backbone
         self.detection_head = head
         self.fpn_width = fpn_width
@@ -122,6 +137,9 @@ class RetinaNet(keras.Model):
         self.freeze_stem = freeze_stem
         self.freeze_batchnorm = freeze_batchnorm
         self.sync_batchnorm = bool(sync_batchnorm)
+        self.symmetric_padding = bool(symmetric_padding)
+        self.trainable_backbone_layers = trainable_backbone_layers
+        self.letterbox = bool(letterbox)
 
         self.anchor_generator = head.anchor_generator
         self.anchor_encoder = head.anchor_encoder()
@@ -261,6 +279,10 @@ class RetinaNet(keras.Model):
             "freeze_batchnorm": self.freeze_batchnorm,
             "sync_batchnorm": self.sync_batchnorm,
             **{k: getattr(self, k) for k in DECODING_SETTINGS},
+            "class_names": None if self.class_names is None else list(self.class_names),
+            "symmetric_padding": self.symmetric_padding,
+            "trainable_backbone_layers": self.trainable_backbone_layers,
+            "letterbox": self.letterbox,
         }
 
     @classmethod

@@ -28,24 +28,27 @@ def prior_bias(prior=PRIOR_PROBABILITY):
 
 
 # ------------------------------------------------------------------------------------------------- towers
-def conv3x3(filters, name, bias=0.0):
+def conv3x3(filters, name, bias=0.0, use_bias=True):
     return keras.layers.Conv2D(
         filters,
         3,
         padding="same",
+        use_bias=use_bias,
         kernel_initializer=keras.initializers.get(HEAD_KERNEL_INIT),
         bias_initializer=keras.initializers.Constant(bias),
         name=name,
     )
 
 
-def tower(width, num_convs, name, group_norm):
-    """num_convs x (3x3 conv, [GroupNorm(32)], ReLU); the layers are created once and shared across levels."""
+def tower(width, num_convs, name, group_norm, conv_bias=True, epsilon=1e-3):
+    """num_convs x (3x3 conv, [GroupNorm(32)], ReLU); the layers are created once and shared across levels.
+    `conv_bias=False` drops the conv biases (a GroupNorm follows); `epsilon` is the GroupNorm's."""
     layers = []
     for i in range(num_convs):
-        layers.append(conv3x3(width, f"{name}_conv{i}"))
+        layers.append(conv3x3(width, f"{name}_conv{i}", use_bias=conv_bias))
         if group_norm:
-            layers.append(keras.layers.GroupNormalization(groups=min(32, width), name=f"{name}_gn{i}"))
+            layers.append(keras.layers.GroupNormalization(groups=min(32, width), epsilon=epsilon,
+                                                          name=f"{name}_gn{i}"))
         layers.append(keras.layers.ReLU(name=f"{name}_relu{i}"))
     return layers
 

@@ -118,8 +118,8 @@ class GFLHead(base.DenseHead):
         class_values = base.per_element(classification_loss, one_hot, class_input, name="classification_loss")
         class_loss = ops.sum(class_values) / num_positive
 
-        overlap_values = base.per_element(box_loss or giou_loss, matched, predicted, element_axes=1,
-                                          name="box_loss")
+        overlap_loss = giou_loss if box_loss is None else box_loss
+        overlap_values = base.per_element(overlap_loss, matched, predicted, element_axes=1, name="box_loss")
         overlap = ops.sum(overlap_values * weight) / weight_sum
         distance_targets = box_coding.encode_distances(anchors, matched, strides, image_height, image_width)
         distance_targets = ops.clip(distance_targets, 0.0, self.reg_max - DISTANCE_TARGET_MARGIN)

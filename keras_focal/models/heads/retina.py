@@ -10,7 +10,8 @@ Data flow:
   anchors in the global batch, at least 1 (Sec. 3.3 and 4.1).
 - Decoding: the deltas as they are, NMS at IoU 0.5 (Sec. 4, "Inference").
 
-`group_norm=True` puts a GroupNorm(32) after every tower conv (torchvision's `retinanet_resnet50_fpn_v2` head).
+`group_norm=True` puts a GroupNorm(32) after every tower conv (torchvision's `retinanet_resnet50_fpn_v2` head): as
+torchvision's `Conv2dNormActivation`, the conv then has no bias and the GroupNorm torch's epsilon 1e-5.
 """
 
 import functools
@@ -36,6 +37,7 @@ class RetinaNetHead(base.DenseHead):
         smooth_l1_beta: the box loss's transition point (0.11, Detectron's RetinaNet config).
         anchor_generator: None for the paper's anchors (sizes 32-512 on P3-P7, 3 scales x 3 aspect ratios), an
             AnchorGenerator or its config.
+        extra_levels_from: None for the paper's "c5", or "p5": the FPN input of P6 (torchvision's v1 uses P5).
     """
 
     name = "retina"
@@ -45,9 +47,13 @@ class RetinaNetHead(base.DenseHead):
     assigner = "iou"
 
     def __init__(self, num_convs=4, group_norm=False, alpha=0.25, gamma=2.0, smooth_l1_beta=0.11,
-                 anchor_generator=None):
+                 anchor_generator=None, extra_levels_from=None):
         super().__init__(num_convs=num_convs, anchor_generator=anchor_generator)
         self.group_norm = bool(group_norm)
+        if extra_levels_from is not None:
+            if extra_levels_from not in ("c5", "p5"):
+                raise ValueError(f"extra_levels_from must be 'c5' or 'p5', got {extra_levels_from!r}")
+            self.fpn_extra_levels_from = extra_levels_from
         self.alpha = C.check_alpha(alpha)
         self.gamma = C.check_non_negative(gamma, "gamma")
         self.smooth_l1_beta = C.check_non_negative(smooth_l1_beta, "smooth_l1_beta")
@@ -60,8 +66,10 @@ class RetinaNetHead(base.DenseHead):
     def __call__(self, features, num_classes):
         width = features[0].shape[-1]
         num_anchors = self.anchor_generator.anchors_per_location
-        class_tower = base.tower(width, self.num_convs, "class_subnet", self.group_norm)
-        box_tower = base.tower(width, self.num_convs, "box_subnet", self.group_norm)
+        # torchvision's Conv2dNormActivation: no conv bias before a norm layer; torch's GroupNorm epsilon 1e-5.
+        tower = dict(group_norm=self.group_norm, conv_bias=not self.group_norm, epsilon=1e-5)
+        class_tower = base.tower(width, self.num_convs, "class_subnet", **tower)
+        box_tower = base.tower(width, self.num_convs, "box_subnet", **tower)
         class_out = base.conv3x3(num_anchors * num_classes, "class_subnet_logits", bias=base.prior_bias())
         box_out = base.conv3x3(num_anchors * 4, "box_subnet_deltas")
         class_maps = [class_out(base.apply(class_tower, f)) for f in features]
@@ -100,5 +108,5 @@ class RetinaNetHead(base.DenseHead):
     def get_config(self):
         config = super().get_config()
         config.update(group_norm=self.group_norm, alpha=self.alpha, gamma=self.gamma,
-                      smooth_l1_beta=self.smooth_l1_beta)
+                      smooth_l1_beta=self.smooth_l1_beta, extra_levels_from=self.fpn_extra_levels_from)
         return config
