@@ -1,4 +1,4 @@
-"""COCO AP for the same training budget on the built-in dataset: keras_focal's two heads against keras-hub (issue 7).
+"""COCO AP for the same training budget on the built-in dataset: keras_focal's two heads against keras-hub.
 
     python benchmarks/accuracy.py                                   # all three, 500 steps each (about 40 min, 2 cores)
     python benchmarks/accuracy.py --models retina,keras_hub         # the README's first accuracy row

@@ -1,4 +1,4 @@
-"""Forward + backward benchmark of the keras_focal losses against their peers (issue 2, Benchmark).
+"""Forward + backward benchmark of the keras_focal losses against their peers.
 
     python benchmarks/losses.py                       # FocalLoss on (8, 100000, 80), eager / tf.function / jit
     python benchmarks/losses.py --shape 2,1000,80     # small, to check that it runs

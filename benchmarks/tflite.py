@@ -161,7 +161,7 @@ def main(argv=None):
     import keras_focal.data as kd
     import keras_focal.evaluation as ke
     import keras_focal.models  # noqa: F401  registers the classes the .keras file refers to
-    from keras_focal.export import TFLiteDetector, export_saved_model, export_tflite
+    from keras_focal.export import TFLiteDetector, export_saved_model, export_tflite, tflite
 
     model = keras.saving.load_model(args.checkpoint, compile=False)
     size = tuple(model.image_size)
@@ -175,9 +175,10 @@ def main(argv=None):
         return {k: v.numpy() for k, v in serve(images=tf.constant(x)).items()}
 
     files = {}
+    traced = tflite.trace(model)
     for name, quantization in QUANTIZATIONS.items():
         files[f"tflite {name}"] = export_tflite(model, os.path.join(folder, f"{model.name}_{name}.tflite"),
-                                                quantization=quantization)
+                                                quantization=quantization, traced=traced)
     for form in args.nms:
         for regular in (True, False):
             path = os.path.join(folder, f"{model.name}_float32_{form}_{'regular' if regular else 'fast'}.tflite")

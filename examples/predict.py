@@ -71,8 +71,8 @@ def main(argv=None):
     args = parse_args(argv)
     import keras_focal.data as kd
     import keras_focal.evaluation as ke
-    from keras_focal.visualization import class_label, draw_detections
     from keras_focal.letterbox import boxes_from_frame, letterbox
+    from keras_focal.visualization import class_label, draw_detections
 
     model = ke.load_detector(args.model)
     class_names = ke.detector_class_names(model) or kd.dataset_info(args.dataset).class_names

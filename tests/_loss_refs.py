@@ -1,4 +1,4 @@
-"""Independent NumPy float64 references for the keras_focal losses, written from the formulas (CONTRACT §1)."""
+"""Independent NumPy float64 references for the keras_focal losses, written from the formulas."""
 
 import numpy as np
 

@@ -1,7 +1,7 @@
 """The versioned, atomic layout of export_saved_model: versions increment, nothing is overwritten, and an export
 that fails before the rename leaves neither a version nor a temporary directory behind.
 
-A stand-in detector (one Dense layer, the CONTRACT §4 outputs) keeps these exports fast; the real RetinaNet is
+A stand-in detector (one Dense layer, the SavedModel outputs) keeps these exports fast; the real RetinaNet is
 exported in tests/test_export.py.
 """
 

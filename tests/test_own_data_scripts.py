@@ -48,6 +48,8 @@ def test_coco_json_train_evaluate_predict(tiny_retinanet, tmp_path, capsys):
     assert (version / "assets" / "labels.txt").read_text() == "cat\nbird\ndog\n"
     model = keras_focal.evaluation.load_detector(str(tmp_path / "run" / "model.keras"))
     assert model.class_names == ("cat", "bird", "dog")
+    served = keras_focal.evaluation.load_detector(str(version))  # tf.saved_model.load: the names from the asset
+    assert keras_focal.evaluation.detector_class_names(served) == ("cat", "bird", "dog")
 
     results = tmp_path / "results.json"
     metrics = _example("evaluate").main(["--model", str(tmp_path / "export"), "--dataset", annotations,

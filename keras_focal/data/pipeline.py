@@ -30,7 +30,7 @@ def fit_to_frame(image, boxes, image_size, letterbox=False):
 
 
 def pad_targets(boxes, classes, max_boxes, extra=None):
-    """Cuts to `max_boxes` and pads with -1: boxes [max_boxes, 4], classes [max_boxes] (CONTRACT §2)."""
+    """Cuts to `max_boxes` and pads with -1: boxes [max_boxes, 4], classes [max_boxes]."""
     boxes = tf.reshape(tf.cast(boxes, tf.float32), [-1, 4])[:max_boxes]
     classes = tf.cast(classes, tf.int32)[:max_boxes]
     n = tf.shape(classes)[0]

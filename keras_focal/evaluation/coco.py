@@ -1,6 +1,6 @@
 """COCO-style detection metrics computed by pycocotools' COCOeval (not a reimplementation).
 
-Boxes come in the contract's format (normalized yxyx, CONTRACT §2) and are converted to pixel `[x, y, w, h]` with
+Boxes come in keras_focal's format (normalized yxyx) and are converted to pixel `[x, y, w, h]` with
 each image's true height and width, so the small / medium / large split uses real pixel areas.
 
 Returned numbers: AP (IoU .50:.95), AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl as Python floats in

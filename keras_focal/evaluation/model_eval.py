@@ -177,8 +177,8 @@ def load_detector(path):
         return TFLiteDetector(path)
     if os.path.isfile(path):
         if not path.endswith(".keras"):
-            raise ValueError(f"{path}: expected a .keras or .tflite model file (weights-only checkpoints need the model's "
-                             "constructor arguments; save with model.save('x.keras') or export a SavedModel).")
+            raise ValueError(f"{path}: expected a .keras or .tflite model file (weights-only checkpoints need the "
+                             "model's constructor arguments; save with model.save('x.keras') or export a SavedModel).")
         import keras_focal.models  # noqa: F401 - registers the custom classes for deserialization
 
         return keras.saving.load_model(path, compile=False)

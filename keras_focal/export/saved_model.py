@@ -1,4 +1,4 @@
-"""`export_saved_model`: a versioned SavedModel for TF Serving, written atomically (CONTRACT §4).
+"""`export_saved_model`: a versioned SavedModel for TF Serving, written atomically.
 
 Layout: `<export_dir>/<version>/{saved_model.pb, variables/, assets.extra/tf_serving_warmup_requests}`, plus
 `assets/labels.txt` when the model has class names: one name per line, line i (0-based) = detection class i, UTF-8,

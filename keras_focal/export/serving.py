@@ -39,7 +39,7 @@ OUTPUT_DTYPES = {
     "num_detections": tf.int32,       # [B]
 }
 
-# Leading bytes of the image formats tf.io.decode_image reads (JPEG and PNG are the contract's; GIF's first frame
+# Leading bytes of the image formats tf.io.decode_image reads (JPEG and PNG are the documented ones; GIF's first frame
 # and BMP come for free).
 _MAGIC_BYTES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
 

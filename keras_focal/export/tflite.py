@@ -82,13 +82,19 @@ def _converter(concrete_function, module, quantization):
     return converter
 
 
-def convert_tflite(model, quantization=None, nms_method=TFLITE_NMS_METHOD):
-    """The `.tflite` flatbuffer (bytes) of `model`; see `export_tflite`."""
+def trace(model):
+    """(module, concrete function) of `model`'s fixed-size serving path, with the TFLite NMS; one trace can be
+    converted several times (`convert_tflite(..., traced=...)`), e.g. to each quantization."""
+    module = TFLiteServingModule(model)
+    with _nms_method(model, TFLITE_NMS_METHOD):
+        return module, module.tflite_function()
+
+
+def convert_tflite(model, quantization=None, traced=None):
+    """The `.tflite` flatbuffer (bytes) of `model`, from `traced` (`trace(model)`) if given; see `export_tflite`."""
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
-    module = TFLiteServingModule(model)
-    with _nms_method(model, nms_method):
-        concrete_function = module.tflite_function()
+    module, concrete_function = traced or trace(model)
     try:
         return _converter(concrete_function, module, quantization).convert()
     except Exception as error:  # the converter raises ConverterError, a plain Exception subclass
@@ -118,7 +124,7 @@ def _write_atomically(data, path):
         raise
 
 
-def export_tflite(model, path, quantization=None):
+def export_tflite(model, path, quantization=None, traced=None):
     """Writes `model` as one `.tflite` file, normalisation, decoding and NMS included, and returns `path`.
 
     Args:
@@ -127,6 +133,7 @@ def export_tflite(model, path, quantization=None):
         path: the file to write, e.g. `exports/shapes_gfl.tflite`. It appears complete or not at all (written to a
             temporary file in the same folder, then renamed); an existing file is replaced.
         quantization: None (float32), "float16" (float16 weights) or "dynamic" (dynamic-range int8 weights).
+        traced: `trace(model)`, to export several quantizations of one model without tracing it each time.
 
     Signature `serving_default`: input `images` uint8 [1, H, W, 3] with (H, W) = `model.image_size`; outputs
     `detection_boxes` float32 [1, N, 4] normalized yxyx, `detection_scores` float32 [1, N] sorted descending,
@@ -136,7 +143,7 @@ def export_tflite(model, path, quantization=None):
     path = os.fspath(path)
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path} is a directory; export_tflite writes one file (e.g. {path}/model.tflite)")
-    _write_atomically(convert_tflite(model, quantization), path)
+    _write_atomically(convert_tflite(model, quantization, traced), path)
     return path
 
 

@@ -26,7 +26,7 @@ def _ceil_div(x, stride):
 class AnchorGenerator(keras.layers.Layer):
     """Anchor boxes for FPN levels ``min_level..max_level``, normalized ``[ymin, xmin, ymax, xmax]``.
 
-    Defaults are the Focal Loss paper's (Lin et al. 2017, §4 "Anchors"; CONTRACT §3): levels P3-P7 with
+    Defaults are the Focal Loss paper's (Lin et al. 2017, §4 "Anchors"): levels P3-P7 with
     strides ``2**l`` = 8..128, base size ``anchor_size * stride`` = 32..512 pixels, scales
     ``2**(i / num_scales)`` for ``i = 0..num_scales-1`` (1, 2^(1/3), 2^(2/3)) and aspect ratios 0.5, 1, 2:
     9 anchors per location. GFL / ATSS uses ``AnchorGenerator(anchor_size=8, num_scales=1,

@@ -22,7 +22,7 @@ class DetectionDecoder(keras.layers.Layer):
          "num_detections":    int32   [B]}
 
     with ``N = max_detections``; rows ``>= num_detections`` are zeros. Steps, as Detectron / torchvision
-    RetinaNet (Focal Loss paper §5 "Inference", CONTRACT §3):
+    RetinaNet (Focal Loss paper §5 "Inference"):
 
     1. sigmoid of the logits; box outputs decoded with the anchors: ``box_format="deltas"`` (RetinaNet,
        ``box_coding.decode_deltas`` with ``box_weights`` and the torchvision log-size clamp) or

@@ -250,7 +250,7 @@ class RetinaNet(keras.Model):
 
     # ---------------------------------------------------------------------------------------------- inference
     def detect(self, images):
-        """Decoded detections for images [B, H, W, 3] in [0, 255]: the contract's output dict."""
+        """Decoded detections for images [B, H, W, 3] in [0, 255]: the SavedModel's output dict."""
         images = ops.convert_to_tensor(images)
         outputs = self(images, training=False)
         height, width = ops.shape(images)[1], ops.shape(images)[2]

@@ -56,7 +56,10 @@ class Annotations:
     def subset(self, keep):
         """The images whose index is in `keep` (in their order)."""
         keep = list(keep)
-        pick = lambda values: [values[i] for i in keep]  # noqa: E731
+
+        def pick(values):
+            return [values[i] for i in keep]
+
         return dataclasses.replace(
             self, image_paths=pick(self.image_paths), image_ids=pick(self.image_ids),
             image_sizes=pick(self.image_sizes), boxes=pick(self.boxes), classes=pick(self.classes),

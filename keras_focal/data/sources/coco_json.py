@@ -84,11 +84,12 @@ def read(path, image_dir=None, on_error="raise"):
 
     per_image = [[] for _ in paths]  # (x0, y0, x1, y1, class, crowd)
     for ann in document.get("annotations", []):
-        image = index_of.get(ann.get("image_id")) if isinstance(ann, dict) else None
+        if not isinstance(ann, dict):
+            raise DataSourceError(f"{path}: every annotation must be an object, got {ann!r}")
+        image = index_of.get(ann.get("image_id"))
         if image is None:
-            problems.add(path, f"annotation {ann.get('id') if isinstance(ann, dict) else ann!r} refers to image id "
-                         f"{ann.get('image_id') if isinstance(ann, dict) else None!r}, which 'images' does not "
-                         "declare")
+            problems.add(path, f"annotation {ann.get('id', '?')} refers to image id {ann.get('image_id')!r}, which "
+                         "'images' does not declare")
             continue
         where = f"annotation {ann.get('id', '?')} of image {paths[image]}"
         if ann.get("category_id") not in class_of:
