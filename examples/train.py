@@ -98,14 +98,18 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def encode_placement(requested, data_service):
+def encode_placement(requested, data_service, strategy=None):
     """Where anchor targets are computed. "auto": in the pipeline when tf.data service workers run it (their CPU
-    is not the trainer's), else in the model: on this 2-core CPU the train step with in-graph encoding was as fast
-    or faster than encoding in tf.data (benchmarks/encode_placement.py), and on a GPU or TPU the matching is a few
-    dense ops while the host's cores are needed to decode."""
+    is not the trainer's) or on a TPU (static shapes), else in the model: on a 2-core CPU the train step with
+    in-graph encoding was as fast or faster than encoding in tf.data (benchmarks/encode_placement.py), and on a
+    GPU the matching is a few dense ops while the host's cores are needed to decode."""
     if requested != "auto":
         return requested
-    return "pipeline" if data_service else "model"
+    import tensorflow as tf
+
+    # TPUs need static shapes; the in-graph encoder keeps only the real boxes, a dynamic count.
+    on_tpu = isinstance(strategy, tf.distribute.TPUStrategy)
+    return "pipeline" if data_service or on_tpu else "model"
 
 
 def main(argv=None):
@@ -165,7 +169,7 @@ def run(args):
             weight_decay=args.weight_decay, clipnorm=args.clipnorm)
         model.compile(optimizer=optimizer, jit_compile=args.jit_compile)
 
-    encode_in = encode_placement(args.encode_in, args.data_service)
+    encode_in = encode_placement(args.encode_in, args.data_service, strategy)
     encoder = model.anchor_encoder if encode_in == "pipeline" else None
     print(f"Anchor targets encoded in the {encode_in}" + (f"; input from tf.data service {args.data_service}"
                                                          if args.data_service else ""))

@@ -113,6 +113,21 @@ def test_pipeline_encoded_and_in_graph_encoded_targets_give_the_same_loss():
     np.testing.assert_allclose(float(in_graph), float(pipeline), rtol=1e-6)
 
 
+@pytest.mark.parametrize("head", ["retina", "gfl"])
+def test_crowd_boxes_are_not_targets_when_the_model_encodes(head):
+    model = tiny_model(head)
+    model.compile(optimizer="sgd")
+    images = np.random.default_rng(4).uniform(0, 255, (1, 128, 128, 3)).astype("float32")
+    outputs = model(images)
+    crowd = padded_targets([[[0.1, 0.1, 0.5, 0.4], [0.5, 0.5, 0.9, 0.9]]], [[0, 1]])
+    crowd["is_crowd"] = np.array([[0, 1, 0, 0]], "int32")
+    without = padded_targets([[[0.1, 0.1, 0.5, 0.4]]], [[0]])
+    with_box = padded_targets([[[0.1, 0.1, 0.5, 0.4], [0.5, 0.5, 0.9, 0.9]]], [[0, 1]])
+    loss_crowd = float(model.compute_loss(images, crowd, outputs))
+    np.testing.assert_allclose(loss_crowd, float(model.compute_loss(images, without, outputs)), rtol=1e-6)
+    assert abs(loss_crowd - float(model.compute_loss(images, with_box, outputs))) > 1e-4
+
+
 def test_keras_focal_loss_gives_the_default_loss():
     """classification_loss= accepts Keras losses: keras' class-balanced focal loss is the paper's focal loss."""
     model = tiny_model()

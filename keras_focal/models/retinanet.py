@@ -227,7 +227,10 @@ class RetinaNet(keras.Model):
         if "class_targets" in targets:
             return targets
         height, width = ops.shape(images)[1], ops.shape(images)[2]
-        encoded = self.anchor_encoder(targets["boxes"], targets["classes"], height, width)
+        classes = targets["classes"]
+        if "is_crowd" in targets:  # crowd regions are never training targets (as in the tf.data encoder)
+            classes = ops.where(ops.cast(targets["is_crowd"], "int32") > 0, -1, classes)
+        encoded = self.anchor_encoder(targets["boxes"], classes, height, width)
         return {**targets, **encoded}
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
