@@ -1,7 +1,7 @@
 """Train a keras_focal detector, evaluate it with COCO mAP and export it for TF Serving.
 
-With no arguments it trains a compact detector on the built-in offline dataset (keras_focal_shapes) within the
-15-minute budget of a 2-core laptop: ResNet-18, FPN and subnets 64 wide with 2 convs (the papers: 256 and 4), the GFL
+With no arguments it trains a compact detector on the built-in offline dataset (keras_focal_shapes) in about a
+quarter of an hour on a 2-core CPU: ResNet-18, FPN and subnets 64 wide with 2 convs (the papers: 256 and 4), the GFL
 head (it learns fastest from random init: QFL + DFL + GIoU, ATSS, GroupNorm subnets), 128 px, batch 8, AdamW,
 4 epochs. Pass --head retina for the RetinaNet head.
 
