@@ -207,43 +207,60 @@ class AnchorEncoder(keras.layers.Layer):
         are background everywhere.
         """
         boxes, classes = self._pad_dummy(boxes, classes)
+        # The box count is rounded up to a multiple of 8 with more non-real rows, so the compiled assignment
+        # below is built for a handful of shapes only; those rows come last and never win a tie.
+        pad = (-tf.shape(boxes)[1]) % 8
+        boxes = tf.pad(boxes, [[0, 0], [0, pad], [0, 0]], constant_values=-1.0)
+        classes = tf.pad(classes, [[0, 0], [0, pad]], constant_values=-1)
         valid = valid_boxes_mask(boxes, classes)  # [B, M]
-        far = ops.where(valid[..., None], boxes, FAR_AWAY)
-        area_b = ops.maximum(far[..., 2] - far[..., 0], 0.0) * ops.maximum(far[..., 3] - far[..., 1], 0.0)
-
-        def overlap(lo_a, hi_a, lo_b, hi_b):  # [n, k] anchor extents x [B, M] box extents -> [B, n, k, M]
-            lo_b, hi_b = lo_b[:, None, None, :], hi_b[:, None, None, :]
-            return ops.maximum(ops.minimum(hi_a[None, :, :, None], hi_b) - ops.maximum(lo_a[None, :, :, None], lo_b), 0.0)
-
-        ious, max_iou, match, gt_best = [], [], [], None
-        for level in levels:
-            ih = overlap(level["y"][..., 0], level["y"][..., 1], far[..., 0], far[..., 2])  # [B, fh, k, M]
-            iw = overlap(level["x"][..., 0], level["x"][..., 1], far[..., 1], far[..., 3])  # [B, fw, k, M]
-            inter = ih[:, :, None] * iw[:, None]  # [B, fh, fw, k, M]
-            union = level["area"][None, ..., None] + area_b[:, None, None, None, :] - inter
-            iou = tf.math.divide_no_nan(inter, union)  # 0 where the union is 0, as boxes.pairwise_iou
-            ious.append(iou)
-            # tf.argmax, not ops.argmax: Keras' version first rewrites -0.0 over the whole [A, M] tensor, which
-            # only changes the match of anchors whose best IoU is 0, and those are never positive.
-            max_iou.append(tf.reshape(tf.reduce_max(iou, axis=-1), (ops.shape(boxes)[0], -1)))
-            match.append(tf.reshape(tf.argmax(iou, axis=-1, output_type=tf.int32), (ops.shape(boxes)[0], -1)))
-            best = tf.reduce_max(iou, axis=(1, 2, 3))  # [B, M]
-            gt_best = best if gt_best is None else ops.maximum(gt_best, best)
-        max_iou = ops.concatenate(max_iou, axis=1)  # [B, A]
-        match = ops.concatenate(match, axis=1)
+        max_iou, match, low_quality = self._grid_assignment(levels)(boxes, valid)
         has_box = ops.any(valid, axis=1)[:, None]
         positive = ops.logical_and(max_iou >= self.positive_iou, has_box)
         ignored = ops.logical_and(
             ops.logical_and(max_iou >= self.negative_iou, ops.logical_not(positive)), has_box)
         if self.allow_low_quality_matches:
-            # an IoU never equals +inf: boxes whose best IoU is 0 (or that are not real) keep no anchor
-            target = ops.where(gt_best > 0.0, gt_best, float("inf"))[:, None, None, None, :]
-            low_quality = ops.concatenate(
-                [tf.reshape(tf.reduce_any(tf.equal(iou, target), axis=-1), (ops.shape(boxes)[0], -1)) for iou in ious],
-                axis=1)
             positive = ops.logical_or(positive, low_quality)
             ignored = ops.logical_and(ignored, ops.logical_not(low_quality))
         return (match, boxes, classes), positive, ignored
+
+    def _grid_assignment(self, levels):
+        """``(boxes [B, M, 4], valid [B, M]) -> (max_iou [B, A], match [B, A], low_quality [B, A])`` over the
+        anchor grid of ``levels``, compiled with XLA: the [A, M] IoU values are computed once, in registers,
+        and reduced where they are made, instead of a pass over memory for every step. One compiled function
+        per image size, cached; XLA compiles it once per box count (a multiple of 8)."""
+        cache = self.__dict__.setdefault("_grid_functions", {})
+        key = id(levels)
+        if key in cache:
+            return cache[key][1]
+
+        def overlap(lo_a, hi_a, lo_b, hi_b):  # [n, k] anchor extents x [B, M] box extents -> [B, n, k, M]
+            lo_b, hi_b = lo_b[:, None, None, :], hi_b[:, None, None, :]
+            return tf.maximum(tf.minimum(hi_a[None, :, :, None], hi_b) - tf.maximum(lo_a[None, :, :, None], lo_b), 0.0)
+
+        def assign(boxes, valid):
+            batch = tf.shape(boxes)[0]
+            far = tf.where(valid[..., None], boxes, FAR_AWAY)
+            area_b = tf.maximum(far[..., 2] - far[..., 0], 0.0) * tf.maximum(far[..., 3] - far[..., 1], 0.0)
+            ious, max_iou, match, gt_best = [], [], [], None
+            for level in levels:
+                ih = overlap(level["y"][..., 0], level["y"][..., 1], far[..., 0], far[..., 2])  # [B, fh, k, M]
+                iw = overlap(level["x"][..., 0], level["x"][..., 1], far[..., 1], far[..., 3])  # [B, fw, k, M]
+                inter = ih[:, :, None] * iw[:, None]  # [B, fh, fw, k, M]
+                union = level["area"][None, ..., None] + area_b[:, None, None, None, :] - inter
+                iou = tf.math.divide_no_nan(inter, union)  # 0 where the union is 0, as boxes.pairwise_iou
+                ious.append(iou)
+                max_iou.append(tf.reshape(tf.reduce_max(iou, axis=-1), (batch, -1)))
+                match.append(tf.reshape(tf.argmax(iou, axis=-1, output_type=tf.int32), (batch, -1)))
+                best = tf.reduce_max(iou, axis=(1, 2, 3))  # [B, M]
+                gt_best = best if gt_best is None else tf.maximum(gt_best, best)
+            # an IoU never equals +inf: boxes whose best IoU is 0 (or that are not real) keep no anchor
+            target = tf.where(gt_best > 0.0, gt_best, float("inf"))[:, None, None, None, :]
+            low_quality = [tf.reshape(tf.reduce_any(tf.equal(iou, target), axis=-1), (batch, -1)) for iou in ious]
+            return tf.concat(max_iou, 1), tf.concat(match, 1), tf.concat(low_quality, 1)
+
+        function = tf.function(assign, jit_compile=True, reduce_retracing=True)
+        cache[key] = (levels, function)  # levels kept alive so that its id stays this entry's
+        return function
 
     def _assign_atss(self, anchors, boxes, classes, image_height, image_width):
         boxes, classes = self._pad_dummy(boxes, classes)
