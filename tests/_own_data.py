@@ -95,7 +95,7 @@ def write_yolo(root, images=IMAGES, names=CLASSES, as_mapping=False, splits=None
         "[" + ", ".join(names) + "]\n"
     path = os.path.join(root, "data.yaml")
     with open(path, "w") as f:
-        f.write(f"path: .\n" + "".join(f"{s}: images/{s}\n" for s in splits) + f"names: {names_yaml}")
+        f.write("path: .\n" + "".join(f"{s}: images/{s}\n" for s in splits) + f"names: {names_yaml}")
     return path
 
 

@@ -1,6 +1,5 @@
 """keras_focal.visualization drawing, and examples/evaluate.py / predict.py end to end with a stand-in SavedModel."""
 
-import importlib.util
 import os
 
 import numpy as np
@@ -10,14 +9,7 @@ import tensorflow as tf
 import keras_focal.data as kd
 from keras_focal import visualization
 
-ROOT = os.path.join(os.path.dirname(__file__), "..")
-
-
-def _example(name):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", os.path.join(ROOT, "examples", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from _examples import load_example
 
 
 def test_draw_detections_synthetic(tmp_path):
@@ -78,12 +70,12 @@ def stub_savedmodel(tmp_path_factory):
 def test_evaluate_and_predict_scripts(stub_savedmodel, tmp_path):
     data_dir = str(tmp_path / "tfds")
     kd.build_shapes_dataset(data_dir, config="small")
-    evaluate = _example("evaluate")
+    evaluate = load_example("evaluate")
     metrics = evaluate.main(["--model", stub_savedmodel, "--dataset", "keras_focal_shapes/small", "--split",
                              "validation", "--data-dir", data_dir, "--max-images", "6",
                              "--output-json", str(tmp_path / "m.json")])
     assert 0.0 <= metrics["AP"] < 0.5 and os.path.exists(tmp_path / "m.json")
-    predict = _example("predict")
+    predict = load_example("predict")
     out = tmp_path / "pred"
     predict.main(["--model", stub_savedmodel, "--dataset", "keras_focal_shapes/small", "--split", "test",
                   "--data-dir", data_dir, "--num-images", "2", "--output-dir", str(out), "--show-ground-truth"])
@@ -93,5 +85,5 @@ def test_evaluate_and_predict_scripts(stub_savedmodel, tmp_path):
 def test_scripts_help():
     for name in ("evaluate", "predict"):
         with pytest.raises(SystemExit) as e:
-            _example(name).parse_args(["--help"])
+            load_example(name).parse_args(["--help"])
         assert e.value.code == 0

@@ -6,7 +6,6 @@ model returns a full set of detections to compare.
 """
 
 import base64
-import importlib.util
 import json
 import os
 import re
@@ -18,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+
+from _examples import load_example
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SIZE = (64, 64)
@@ -50,10 +51,7 @@ def loaded(exported):
 
 
 def _load_serve_client():
-    spec = importlib.util.spec_from_file_location("serve_client", ROOT / "examples" / "serve_client.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("serve_client")
 
 
 PLAIN_TF_SCRIPT = textwrap.dedent("""

@@ -1,7 +1,6 @@
 """The scripts end to end on your own data: train.py (one step, evaluation, export), evaluate.py, predict.py and
 inspect_dataset.py on a tiny COCO JSON and a tiny YOLO YAML, with a tiny backbone and small images."""
 
-import importlib.util
 import json
 import os
 
@@ -10,17 +9,9 @@ import pytest
 
 import keras_focal.evaluation
 import keras_focal.models
+from _examples import load_example
 from _own_data import CLASSES, write_coco, write_yolo
 from _tiny import tiny_backbone
-
-ROOT = os.path.join(os.path.dirname(__file__), "..")
-
-
-def _example(name):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", os.path.join(ROOT, "examples", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture
@@ -42,7 +33,7 @@ def test_coco_json_train_evaluate_predict(tiny_retinanet, tmp_path, capsys):
     from pycocotools.cocoeval import COCOeval
 
     annotations = write_coco(str(tmp_path / "coco"))
-    _example("train").main(_train_args(annotations, tmp_path))
+    load_example("train").main(_train_args(annotations, tmp_path))
     version = tmp_path / "export" / "1"
     # The export carries the classes sorted by category id (cat 3, bird 7, dog 12), one per line.
     assert (version / "assets" / "labels.txt").read_text() == "cat\nbird\ndog\n"
@@ -52,7 +43,7 @@ def test_coco_json_train_evaluate_predict(tiny_retinanet, tmp_path, capsys):
     assert keras_focal.evaluation.detector_class_names(served) == ("cat", "bird", "dog")
 
     results = tmp_path / "results.json"
-    metrics = _example("evaluate").main(["--model", str(tmp_path / "export"), "--dataset", annotations,
+    metrics = load_example("evaluate").main(["--model", str(tmp_path / "export"), "--dataset", annotations,
                                          "--output", str(results)])
     out = capsys.readouterr().out
     assert all(name in out for name in ("cat", "bird", "dog")) and "AP@[.50:.95] per class" in out
@@ -66,7 +57,7 @@ def test_coco_json_train_evaluate_predict(tiny_retinanet, tmp_path, capsys):
         ev.evaluate(), ev.accumulate(), ev.summarize()
         assert np.isclose(ev.stats[1], metrics["AP50"], atol=1e-6, equal_nan=True)
 
-    predictions = _example("predict").main(["--model", str(version), "--images", str(tmp_path / "coco"),
+    predictions = load_example("predict").main(["--model", str(version), "--images", str(tmp_path / "coco"),
                                             "--score-threshold", "0", "--output-dir", str(tmp_path / "pred")])
     assert sorted(os.path.basename(p) for p in predictions) == ["a.png", "c.png"]  # the folder's own images
     assert {name for found in predictions.values() for name, _ in found} <= {"cat", "bird", "dog"}
@@ -75,13 +66,13 @@ def test_coco_json_train_evaluate_predict(tiny_retinanet, tmp_path, capsys):
 def test_yolo_yaml_train_inspect_and_missing_source(tiny_retinanet, tmp_path, capsys):
     # One step and the evaluation; the export is the COCO test's (it does not depend on the source format).
     data_yaml = write_yolo(str(tmp_path / "yolo"))
-    metrics = _example("train").main(_train_args(data_yaml, tmp_path, "--eval-dataset", data_yaml,
+    metrics = load_example("train").main(_train_args(data_yaml, tmp_path, "--eval-dataset", data_yaml,
                                                  "--export-dir", ""))
     assert 0.0 <= metrics["AP50"] <= 1.0 or np.isnan(metrics["AP50"])
     model = keras_focal.evaluation.load_detector(str(tmp_path / "run" / "model.keras"))
     assert model.class_names == CLASSES
 
-    stats = _example("inspect_dataset").main([data_yaml, "--image-size", "64", "--num-images", "3",
+    stats = load_example("inspect_dataset").main([data_yaml, "--image-size", "64", "--num-images", "3",
                                               "--output-dir", str(tmp_path / "inspect")])
     out = capsys.readouterr().out
     assert stats["images"] == 3 and stats["boxes"] == 4 and stats["images_without_boxes"] == 1
@@ -90,6 +81,6 @@ def test_yolo_yaml_train_inspect_and_missing_source(tiny_retinanet, tmp_path, ca
     assert stats["small_boxes"] == 0 and "P3 (stride   8" in out and "image sizes" in out
     assert sorted(os.listdir(tmp_path / "inspect")) == ["box_sizes.png", "gallery.png"]
     with pytest.raises(SystemExit, match="no/such/data.yaml does not exist"):
-        _example("train").main(_train_args(str(tmp_path / "no" / "such" / "data.yaml"), tmp_path))
+        load_example("train").main(_train_args(str(tmp_path / "no" / "such" / "data.yaml"), tmp_path))
     with pytest.raises(SystemExit, match="missing.json does not exist"):
-        _example("evaluate").main(["--model", str(tmp_path / "export"), "--dataset", str(tmp_path / "missing.json")])
+        load_example("evaluate").main(["--model", str(tmp_path / "export"), "--dataset", str(tmp_path / "missing.json")])

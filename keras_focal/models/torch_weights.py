@@ -14,7 +14,6 @@ Reading a ``.pth`` file needs torch (``pip install keras_focal[torch]``); a mapp
 import collections.abc
 import os
 
-import keras
 import numpy as np
 
 # BatchNorm's step counter: not a weight, and absent from torchvision's FrozenBatchNorm2d checkpoints.
