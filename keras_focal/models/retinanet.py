@@ -7,8 +7,9 @@ The story, in the order the data flows:
    Network Backbone"); the head says whether P6 comes from C5 or P5.
 3. The head, shared across levels, predicts class logits and box outputs for every anchor (Sec. 4,
    "Classification Subnet", "Box Regression Subnet"). `model(images)` returns these raw outputs.
-4. Training (`compute_loss`): the head's AnchorEncoder assigns ground truth to anchors, normally in the tf.data
-   pipeline (`model.anchor_encoder`), else in the graph; the head's loss is normalized over the global batch.
+4. Training (`compute_loss`): the head's AnchorEncoder assigns ground truth to anchors, in the tf.data pipeline
+   (`make_dataset(encoder=model.anchor_encoder)`) or, when the targets carry only boxes and classes, in the train
+   step; the head's loss is normalized over the global batch.
 5. Inference (`detect`, used by `predict` and by the SavedModel export): the head turns its box outputs into what
    `model.prediction_decoder` reads, and the decoder keeps the top 1000 candidates per level above score 0.05,
    decodes the boxes and applies per-class NMS (IoU 0.5 for RetinaNet, 0.6 for GFL), 100 detections
