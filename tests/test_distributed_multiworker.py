@@ -39,7 +39,7 @@ def _result(text):
     return json.loads(lines[-1][len("RESULT "):]) if lines else None
 
 
-def _run_workers(tmp_path, epochs, tag, timeout=240):
+def _run_workers(tmp_path, epochs, tag, head, timeout=240):
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs, logs = [], []
@@ -48,7 +48,8 @@ def _run_workers(tmp_path, epochs, tag, timeout=240):
         log = open(tmp_path / f"{tag}_worker{index}.log", "w")
         logs.append(log)
         procs.append(subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "train", str(tmp_path), str(epochs), f"{tag}_worker{index}"],
+            [sys.executable, os.path.abspath(__file__), "train", str(tmp_path), str(epochs), f"{tag}_worker{index}",
+             head],
             stdout=log, stderr=subprocess.STDOUT, env=_env(TF_CONFIG=config), start_new_session=True))
     deadline = time.time() + timeout
     try:
@@ -69,21 +70,22 @@ def _run_workers(tmp_path, epochs, tag, timeout=240):
     return [_result(t) for t in texts]
 
 
-def _run_single(tmp_path, epochs, tag):
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "train", str(tmp_path), str(epochs), tag],
+def _run_single(tmp_path, epochs, tag, head):
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "train", str(tmp_path), str(epochs), tag, head],
                           capture_output=True, text=True, timeout=240, env=_env())
     assert proc.returncode == 0 and _result(proc.stdout), (proc.stdout + proc.stderr)[-4000:]
     return _result(proc.stdout)
 
 
 @pytest.mark.timeout(600)
-def test_two_workers_match_single_process_and_resume(tmp_path):
+@pytest.mark.parametrize("head", ["retina", "gfl"])
+def test_two_workers_match_single_process_and_resume(tmp_path, head):
     import numpy as np
 
-    single = _run_single(tmp_path, 3, "single")  # also writes the initial weights both workers start from
+    single = _run_single(tmp_path, 3, "single", head)  # also writes the initial weights both workers start from
     assert single["epochs_run"] == [0, 1, 2]
 
-    first = _run_workers(tmp_path, 2, "first")
+    first = _run_workers(tmp_path, 2, "first", head)
     assert [r["chief"] for r in first] == [True, False]
     assert all(r["replicas"] == 2 and r["epochs_run"] == [0, 1] for r in first), first
     # Only the chief wrote into the model dir; the other worker's temporary checkpoint dir is gone.
@@ -91,7 +93,7 @@ def test_two_workers_match_single_process_and_resume(tmp_path):
     assert sorted(os.listdir(run_dir)) == ["checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index"]
     assert first[1]["write_dir"] != first[0]["write_dir"] and not os.path.exists(first[1]["write_dir"])
 
-    second = _run_workers(tmp_path, 3, "first")  # same tag: the same model_dir, so it resumes
+    second = _run_workers(tmp_path, 3, "first", head)  # same tag: the same model_dir, so it resumes
     assert all(r["epochs_run"] == [2] for r in second), second
     assert all(r["iterations"] == 3 * STEPS_PER_EPOCH for r in second), second
     assert sorted(os.listdir(run_dir)) == ["checkpoint", "ckpt-3.data-00000-of-00001", "ckpt-3.index"]
@@ -125,7 +127,7 @@ def _dataset():
     return tf.data.Dataset.from_tensor_slices((images, padded_targets(boxes, classes))).batch(4).repeat()
 
 
-def _train(out_dir, epochs, tag):
+def _train(out_dir, epochs, tag, head):
     sys.path.insert(0, HERE)
     import keras
     import numpy as np
@@ -139,7 +141,7 @@ def _train(out_dir, epochs, tag):
     strategy = training.select_strategy()
     chief = training.is_chief(strategy)
     with strategy.scope():
-        model = tiny_model("retina")
+        model = tiny_model(head)
         model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
     initial = os.path.join(out_dir, "initial.npz")
     if not os.path.exists(initial):
