@@ -54,13 +54,13 @@ def test_paper_defaults_with_resnet50():
     assert model.anchor_generator.anchors_per_location == 9
     convs = [l for l in model.layers if l.name.startswith("class_subnet_conv")]
     assert len(convs) == 4 and all(l.filters == 256 for l in convs)
-    assert model.decoder.score_threshold == 0.05 and model.decoder.iou_threshold == 0.5
-    assert model.decoder.pre_nms_topk == 1000 and model.decoder.max_detections == 100
+    assert model.prediction_decoder.score_threshold == 0.05 and model.prediction_decoder.iou_threshold == 0.5
+    assert model.prediction_decoder.pre_nms_topk == 1000 and model.prediction_decoder.max_detections == 100
     assert model.detection_head.alpha == 0.25 and model.detection_head.gamma == 2.0
     # P6 is computed from C5 (2048 channels for ResNet-50), RetinaNet Sec. 4.
     assert model.get_layer("fpn_p6").kernel.shape == (3, 3, 2048, 256)
     gfl = RetinaNet(80, backbone="resnet18", head="gfl")
-    assert gfl.decoder.iou_threshold == 0.6
+    assert gfl.prediction_decoder.iou_threshold == 0.6
     assert gfl.get_layer("fpn_p6").kernel.shape == (3, 3, 256, 256)  # GFL: P6 from P5
 
 
@@ -251,7 +251,7 @@ def test_decoding_settings_have_one_source():
     assert model.predict(images, verbose=0)["detection_scores"].shape == (1, 100)
     model.max_detections = 5
     model.score_threshold = 0.001
-    assert model.prediction_decoder.max_detections == 5 and model.decoder.score_threshold == 0.001
+    assert model.prediction_decoder.max_detections == 5 and model.prediction_decoder.score_threshold == 0.001
     assert model.predict(images, verbose=0)["detection_scores"].shape == (1, 5)
     module = DetectionServingModule(model)
     served = module.serve_images(tf.constant(images.astype("uint8")))

@@ -181,11 +181,6 @@ class RetinaNet(keras.Model):
         self._decoder = decoder
         self.predict_function = None  # traced with the old decoder
 
-    @property
-    def decoder(self):
-        """Read-only alias of `prediction_decoder`."""
-        return self._decoder
-
     def _set_decoding(self, **settings):
         config = {k: getattr(self._decoder, k) for k in DECODING_SETTINGS + ("box_format", "nms_method")}
         config.update(settings)
