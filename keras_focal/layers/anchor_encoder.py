@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from keras_focal.boxes import BACKGROUND, IGNORED, centers, pairwise_iou, valid_boxes_mask
+from keras_focal.boxes import BACKGROUND, IGNORED, aligned_iou, centers, pairwise_iou, valid_boxes_mask
 from keras_focal.layers import box_coding
 from keras_focal.layers.anchor_generator import AnchorGenerator
 
@@ -112,10 +112,14 @@ class AnchorEncoder(keras.layers.Layer):
         # Only the real boxes are matched: padding would cost one [A] column of every pairwise op each.
         boxes, classes, source_index = compact_real_boxes(boxes, classes)
         grid = self._anchor_grid(image_height, image_width)
-        if self.assigner == "iou" and grid is not None and grid["levels"] is not None:
+        on_grid = grid is not None and grid["levels"] is not None
+        if self.assigner == "iou" and on_grid:
             match, positive, ignored = self._assign_iou_grid(grid["levels"], boxes, classes)
         elif self.assigner == "iou":
             match, positive, ignored = self._assign_iou(anchors, boxes, classes)
+        elif on_grid:
+            match, positive, ignored = self._assign_atss_grid(
+                anchors, grid["levels"], boxes, classes, image_height, image_width)
         else:
             match, positive, ignored = self._assign_atss(
                 anchors, boxes, classes, image_height, image_width
@@ -139,8 +143,9 @@ class AnchorEncoder(keras.layers.Layer):
     def _anchor_grid(self, image_height, image_width):
         """For a static image size, the anchors (numpy, computed once) and, when every level's anchors form a
         grid (rows share their y extents, columns their x extents, ``k`` shapes per location), per level:
-        ``y`` [fh, k, 2] (ymin, ymax), ``x`` [fw, k, 2] (xmin, xmax), ``area`` [fh, fw, k]. None for a
-        dynamic size."""
+        ``y`` [fh, k, 2] (ymin, ymax), ``x`` [fw, k, 2] (xmin, xmax), ``area`` [fh, fw, k], the centres ``cy``
+        [fh, k] and ``cx`` [fw, k] (as ``boxes.centers`` computes them) and ``start``, the index of the level's
+        first anchor. None for a dynamic size."""
         if not (_is_static(image_height) and _is_static(image_width)):
             return None
         key = (int(image_height), int(image_width))
@@ -162,7 +167,9 @@ class AnchorEncoder(keras.layers.Layer):
                 break
             # the same float32 operations as pairwise_iou's anchor area
             area = np.maximum(grid[..., 2] - grid[..., 0], 0) * np.maximum(grid[..., 3] - grid[..., 1], 0)
-            levels.append({"y": y[:, 0], "x": x[0], "area": area.astype("float32")})
+            levels.append({"y": y[:, 0], "x": x[0], "area": area.astype("float32"), "start": start - fh * fw * k,
+                           "cy": (y[:, 0, :, 0] + y[:, 0, :, 1]) * np.float32(0.5),
+                           "cx": (x[0, :, :, 0] + x[0, :, :, 1]) * np.float32(0.5)})
         cache[key] = {"anchors": anchors, "levels": levels}
         return cache[key]
 
@@ -263,6 +270,7 @@ class AnchorEncoder(keras.layers.Layer):
         return function
 
     def _assign_atss(self, anchors, boxes, classes, image_height, image_width):
+        """ATSS on any anchors, as dense ``[B, A, M]`` arrays (the path of a dynamic image size)."""
         boxes, classes = self._pad_dummy(boxes, classes)
         valid = valid_boxes_mask(boxes, classes)  # [B, M]
         h_img = ops.cast(image_height, "float32")
@@ -280,27 +288,25 @@ class AnchorEncoder(keras.layers.Layer):
         per_level = gen.split_levels(dist_t, image_height, image_width, axis=2)
         b = ops.shape(boxes)[0]
         m = ops.shape(boxes)[1]
-        masks = []
+        masks, chosen, start = [], [], 0
         for d_l, n_l in zip(per_level, sizes):
             k = ops.minimum(ops.cast(n_l, "int32"), self.atss_topk) if not isinstance(n_l, int) else min(
                 n_l, self.atss_topk
             )
-            _, idx = ops.top_k(-d_l, k=k, sorted=False)  # [B, M, k]
+            _, idx = ops.top_k(-d_l, k=k, sorted=True)  # [B, M, k], the first anchor on ties
+            idx = ops.cast(idx, "int32")
+            chosen.append(ops.sort(idx, axis=-1) + start)
+            start = start + n_l
             k_dyn = ops.shape(idx)[2]
             bi = ops.broadcast_to(ops.arange(b, dtype="int32")[:, None, None], ops.shape(idx))
             mi = ops.broadcast_to(ops.arange(m, dtype="int32")[None, :, None], ops.shape(idx))
-            indices = ops.stack([bi, mi, ops.cast(idx, "int32")], axis=-1)
-            indices = ops.reshape(indices, (-1, 3))
+            indices = ops.reshape(ops.stack([bi, mi, idx], axis=-1), (-1, 3))
             updates = ops.ones((b * m * k_dyn,), "float32")
             masks.append(ops.scatter(indices, updates, (b, m, n_l)))
         candidate = ops.transpose(ops.concatenate(masks, axis=2), (0, 2, 1)) > 0.5  # [B, A, M]
         candidate = ops.logical_and(candidate, valid[:, None, :])
-
-        cand_f = ops.cast(candidate, "float32")
-        count = ops.sum(cand_f, axis=1)  # [B, M]
-        mean = ops.sum(iou * cand_f, axis=1) / ops.maximum(count, 1.0)
-        var = ops.sum(ops.square(iou - mean[:, None, :]) * cand_f, axis=1) / ops.maximum(count - 1.0, 1.0)
-        thr = mean + ops.sqrt(var)
+        chosen_iou = tf.gather(ops.transpose(iou, (0, 2, 1)), ops.concatenate(chosen, axis=2), batch_dims=2)
+        thr = _atss_threshold(chosen_iou)  # [B, M]
 
         eps_y = 0.01 / h_img
         eps_x = 0.01 / w_img
@@ -316,6 +322,80 @@ class AnchorEncoder(keras.layers.Layer):
         positive = ops.any(pos_pair, axis=2)
         ignored = ops.zeros_like(positive)
         return (match, boxes, classes), positive, ignored
+
+    def _assign_atss_grid(self, anchors, levels, boxes, classes, image_height, image_width):
+        """``_assign_atss`` for anchors on a grid, with the same candidates, IoU values and decisions, computed
+        only for the candidates: ``[B, M, C]`` arrays with C = 5 x 9 instead of ``[B, A, M]``.
+
+        The squared centre distance of the anchor in row i and column j is ``dy[i]**2 + dx[j]**2``, so one of the
+        ``t`` nearest anchors of a level is in one of the ``t + 1`` rows nearest in y and one of the ``t + 1``
+        columns nearest in x (each choice the first on ties, as top_k): ``t`` rows already hold ``t`` anchors at
+        least as near, and the extra row covers a box centred between two rows, whose distances can round to a
+        tie. The ``t`` nearest are then chosen among those ``(t + 1)**2`` per anchor shape, in anchor order.
+        """
+        boxes, classes = self._pad_dummy(boxes, classes)
+        valid = valid_boxes_mask(boxes, classes)  # [B, M]
+        h_img = ops.cast(image_height, "float32")
+        w_img = ops.cast(image_width, "float32")
+        g_ctr = centers(boxes)  # [B, M, 2]
+        chosen = ops.concatenate(
+            [self._atss_level_candidates(level, g_ctr, h_img, w_img) for level in levels], axis=2)  # [B, M, C]
+        cand = tf.gather(anchors, chosen)  # [B, M, C, 4]
+        gt = boxes[:, :, None, :]
+        iou = aligned_iou(cand, gt)  # [B, M, C], the values of pairwise_iou(anchors, boxes)
+        thr = _atss_threshold(iou)
+        a_ctr = centers(cand)
+        eps_y = 0.01 / h_img
+        eps_x = 0.01 / w_img
+        inside = ops.logical_and(
+            ops.logical_and(a_ctr[..., 0] - gt[..., 0] > eps_y, gt[..., 2] - a_ctr[..., 0] > eps_y),
+            ops.logical_and(a_ctr[..., 1] - gt[..., 1] > eps_x, gt[..., 3] - a_ctr[..., 1] > eps_x),
+        )
+        pos_pair = ops.logical_and(ops.logical_and(inside, iou >= thr[..., None]), valid[..., None])
+
+        # An anchor positive for several boxes takes the highest IoU, the first box on ties: per anchor of the
+        # batch, the largest IoU of its positive pairs, then the smallest box index among the pairs reaching it.
+        b, m = ops.shape(boxes)[0], ops.shape(boxes)[1]
+        n = anchors.shape[0]
+        flat = tf.reshape(ops.arange(b, dtype="int32")[:, None, None] * n + chosen, [-1])
+        scored = tf.reshape(ops.where(pos_pair, iou, -1.0), [-1])
+        best = tf.math.unsorted_segment_max(scored, flat, b * n)
+        winner = ops.logical_and(tf.reshape(pos_pair, [-1]), ops.equal(scored, tf.gather(best, flat)))
+        box_index = tf.reshape(ops.broadcast_to(ops.arange(m, dtype="int32")[None, :, None], ops.shape(chosen)), [-1])
+        first = tf.math.unsorted_segment_min(ops.where(winner, box_index, m), flat, b * n)
+        first = tf.reshape(first, (b, n))
+        positive = first < m
+        match = ops.where(positive, first, 0)
+        return (match, boxes, classes), positive, ops.zeros_like(positive)
+
+    def _atss_level_candidates(self, level, g_ctr, h_img, w_img):
+        """int32 ``[B, M, t]``: the indices, ascending, of the ``t = min(atss_topk, level size)`` anchors of one
+        grid level nearest to each box centre (``g_ctr`` ``[B, M, 2]``), the first anchor on ties."""
+        cy, cx = level["cy"], level["cx"]  # [fh, k], [fw, k]
+        fh, k = cy.shape
+        fw = cx.shape[0]
+        t = min(self.atss_topk, fh * fw * k)
+
+        def nearest(centres, g, size, count):  # -> squared distances [B, M, k, count], their lines ascending
+            d = (centres[None, None] - g[:, :, None, None]) * size  # [B, M, lines, k], as _assign_atss
+            d2 = ops.transpose(d * d, (0, 1, 3, 2))
+            _, lines = ops.top_k(-d2, k=count, sorted=True)
+            lines = ops.sort(ops.cast(lines, "int32"), axis=-1)
+            return tf.gather(d2, lines, batch_dims=3), lines
+
+        dy2, rows = nearest(cy, g_ctr[..., 0], h_img, min(fh, t + 1))  # [B, M, k, r]
+        dx2, cols = nearest(cx, g_ctr[..., 1], w_img, min(fw, t + 1))  # [B, M, k, c]
+        dist = ops.sqrt(dy2[..., :, None] + dx2[..., None, :])  # [B, M, k, r, c]
+        index = (rows[..., :, None] * fw + cols[..., None, :]) * k + np.arange(k, dtype="int32")[:, None, None]
+        shape = ops.shape(dist)
+        dist = ops.reshape(dist, (shape[0], shape[1], -1))
+        index = ops.reshape(index, (shape[0], shape[1], -1))
+        if k > 1:  # rows and columns differ per shape: put the candidates in anchor order, for the ties
+            order = ops.cast(tf.argsort(index, axis=-1), "int32")
+            dist = tf.gather(dist, order, batch_dims=2)
+            index = tf.gather(index, order, batch_dims=2)
+        _, pick = ops.top_k(-dist, k=t, sorted=True)
+        return ops.sort(tf.gather(index, ops.cast(pick, "int32"), batch_dims=2), axis=-1) + level["start"]
 
     def _encode(self, anchors, boxes, classes, match, positive, ignored):
         match_idx, boxes_p, classes_p = match
@@ -347,3 +427,13 @@ class AnchorEncoder(keras.layers.Layer):
             }
         )
         return config
+
+
+def _atss_threshold(iou):
+    """ATSS's IoU threshold per box, mean + std (unbiased) of its candidates' IoUs: ``[B, M, C] -> [B, M]``. The
+    candidates come in anchor order, so that both assignment paths sum in the same order."""
+    n = ops.cast(ops.shape(iou)[-1], "float32")
+    mean = ops.sum(iou, axis=-1) / ops.maximum(n, 1.0)
+    var = ops.sum(ops.square(iou - mean[..., None]), axis=-1) / ops.maximum(n - 1.0, 1.0)
+    return mean + ops.sqrt(var)
+
