@@ -228,7 +228,8 @@ def _cases(rng):
 def test_same_targets_as_the_dense_encoder(assigner):
     from keras_focal.models.heads import GFLHead, RetinaNetHead
 
-    enc = (RetinaNetHead() if assigner == "iou" else GFLHead()).anchor_encoder()
+    head = RetinaNetHead() if assigner == "iou" else GFLHead()
+    enc = AnchorEncoder(head.anchor_generator, assigner=head.assigner)
     h, w = 128, 192
     rng = np.random.default_rng(11)
     cases = list(_cases(rng))
@@ -273,3 +274,21 @@ def test_iou_of_exactly_the_positive_threshold_is_positive():
     out = enc(boxes, np.array([4, -1, -1]), 256, 256)
     assert out["class_targets"].numpy()[0] == 4 and out["matched_indices"].numpy()[0] == 0
     assert np.sum(out["class_targets"].numpy() >= 0) == 1
+
+
+@pytest.mark.parametrize("head_name", ["retinanet", "gfl"])
+def test_a_heads_encoder_returns_what_its_loss_reads(head_name):
+    from keras_focal.models.heads import GFLHead, RetinaNetHead
+
+    head = RetinaNetHead() if head_name == "retinanet" else GFLHead()
+    own = head.anchor_encoder()
+    full = AnchorEncoder(head.anchor_generator, assigner=head.assigner)
+    b, c = _random_gt(np.random.default_rng(4), 6)
+    out, ref = own(b, c, 128, 128), full(b, c, 128, 128)
+    assert set(out) == {"class_targets", head.box_target, "matched_indices"}
+    for k in out:
+        np.testing.assert_array_equal(out[k].numpy(), ref[k].numpy())
+    clone = AnchorEncoder.from_config(own.get_config())
+    assert clone.outputs == own.outputs
+    with pytest.raises(ValueError, match="outputs"):
+        AnchorEncoder(outputs=("class_targets", "anchors"))

@@ -11,6 +11,10 @@ from keras_focal.layers.anchor_generator import AnchorGenerator
 
 # Where non-real boxes are moved for the grid IoU: no anchor reaches it, so their IoU is exactly 0.
 FAR_AWAY = 1e9
+# What the encoder can return (``outputs=``), in this order.
+OUTPUTS = ("class_targets", "box_targets", "matched_boxes", "matched_indices")
+import os
+JIT = os.environ.get("KF_JIT","1")=="1"
 
 
 def _is_static(x):
@@ -43,7 +47,8 @@ class AnchorEncoder(keras.layers.Layer):
     ``enc(boxes, classes, image_height, image_width)`` with normalized yxyx ``boxes`` ``[M, 4]`` and int
     ``classes`` ``[M]`` (inside a ``tf.data`` map) or batched ``[B, M, 4]`` / ``[B, M]`` (in-graph), padded
     with -1. Padded rows (class < 0), non-finite and zero-area / inverted boxes are never matched. ``M``
-    may be 0. Returns a dict:
+    may be 0. Returns a dict of the keys named in ``outputs`` (all four by default; a head's own encoder asks
+    only for what its loss reads, plus ``matched_indices`` for the diagnostics):
 
     * ``class_targets`` int32 ``[..., A]``: class id (>= 0) for positives, -1 background, -2 ignored;
     * ``box_targets`` float32 ``[..., A, 4]``: ``(dy, dx, log dh, log dw) * box_weights`` of the matched box
@@ -78,6 +83,7 @@ class AnchorEncoder(keras.layers.Layer):
         allow_low_quality_matches=True,
         box_weights=(1.0, 1.0, 1.0, 1.0),
         atss_topk=9,
+        outputs=OUTPUTS,
         **kwargs,
     ):
         kwargs.setdefault("dtype", "float32")
@@ -94,6 +100,10 @@ class AnchorEncoder(keras.layers.Layer):
         self.allow_low_quality_matches = bool(allow_low_quality_matches)
         self.box_weights = tuple(float(w) for w in box_weights)
         self.atss_topk = int(atss_topk)
+        unknown = set(outputs) - set(OUTPUTS)
+        if unknown or not outputs:
+            raise ValueError(f"outputs must be a non-empty subset of {OUTPUTS}, got {tuple(outputs)!r}")
+        self.outputs = tuple(k for k in OUTPUTS if k in outputs)
 
     def __call__(self, boxes, classes, image_height, image_width, **kwargs):
         # Keras only accepts tensors as positional arguments; the image size may be a python int.
@@ -119,16 +129,15 @@ class AnchorEncoder(keras.layers.Layer):
             match, positive, ignored = self._assign_iou(anchors, boxes, classes)
         elif on_grid:
             match, positive, ignored = self._assign_atss_grid(
-                anchors, grid["levels"], boxes, classes, image_height, image_width)
+                grid["anchors"], grid["levels"], boxes, classes, image_height, image_width)
         else:
             match, positive, ignored = self._assign_atss(
                 anchors, boxes, classes, image_height, image_width
             )
-        out = self._encode(anchors, boxes, classes, match, positive, ignored)
-        # match indexes the compacted boxes (plus the dummy at the end); source_index maps it back to M.
-        source_index = ops.concatenate([source_index, ops.zeros((ops.shape(boxes)[0], 1), "int32") - 1], axis=1)
-        matched = tf.gather(source_index, match[0], batch_dims=1)
-        out["matched_indices"] = ops.where(positive, matched, -1)
+        # match indexes the compacted boxes, then the assigner's padding: source_index maps it back to M.
+        source_index = ops.pad(source_index, [[0, 0], [0, ops.shape(match[1])[1] - ops.shape(source_index)[1]]],
+                               constant_values=-1)
+        out = self._encode(anchors, source_index, match, positive, ignored)
         if unbatched:
             out = {k: v[0] for k, v in out.items()}
         return out
@@ -334,39 +343,56 @@ class AnchorEncoder(keras.layers.Layer):
         tie. The ``t`` nearest are then chosen among those ``(t + 1)**2`` per anchor shape, in anchor order.
         """
         boxes, classes = self._pad_dummy(boxes, classes)
-        valid = valid_boxes_mask(boxes, classes)  # [B, M]
-        h_img = ops.cast(image_height, "float32")
-        w_img = ops.cast(image_width, "float32")
-        g_ctr = centers(boxes)  # [B, M, 2]
-        chosen = ops.concatenate(
-            [self._atss_level_candidates(level, g_ctr, h_img, w_img) for level in levels], axis=2)  # [B, M, C]
-        cand = tf.gather(anchors, chosen)  # [B, M, C, 4]
-        gt = boxes[:, :, None, :]
-        iou = aligned_iou(cand, gt)  # [B, M, C], the values of pairwise_iou(anchors, boxes)
-        thr = _atss_threshold(iou)
-        a_ctr = centers(cand)
-        eps_y = 0.01 / h_img
-        eps_x = 0.01 / w_img
-        inside = ops.logical_and(
-            ops.logical_and(a_ctr[..., 0] - gt[..., 0] > eps_y, gt[..., 2] - a_ctr[..., 0] > eps_y),
-            ops.logical_and(a_ctr[..., 1] - gt[..., 1] > eps_x, gt[..., 3] - a_ctr[..., 1] > eps_x),
-        )
-        pos_pair = ops.logical_and(ops.logical_and(inside, iou >= thr[..., None]), valid[..., None])
-
-        # An anchor positive for several boxes takes the highest IoU, the first box on ties: per anchor of the
-        # batch, the largest IoU of its positive pairs, then the smallest box index among the pairs reaching it.
-        b, m = ops.shape(boxes)[0], ops.shape(boxes)[1]
-        n = anchors.shape[0]
-        flat = tf.reshape(ops.arange(b, dtype="int32")[:, None, None] * n + chosen, [-1])
-        scored = tf.reshape(ops.where(pos_pair, iou, -1.0), [-1])
-        best = tf.math.unsorted_segment_max(scored, flat, b * n)
-        winner = ops.logical_and(tf.reshape(pos_pair, [-1]), ops.equal(scored, tf.gather(best, flat)))
-        box_index = tf.reshape(ops.broadcast_to(ops.arange(m, dtype="int32")[None, :, None], ops.shape(chosen)), [-1])
-        first = tf.math.unsorted_segment_min(ops.where(winner, box_index, m), flat, b * n)
-        first = tf.reshape(first, (b, n))
-        positive = first < m
+        pad = (-tf.shape(boxes)[1]) % 8  # a handful of box counts for the compiled function, as in the IoU path
+        boxes = tf.pad(boxes, [[0, 0], [0, pad], [0, 0]], constant_values=-1.0)
+        classes = tf.pad(classes, [[0, 0], [0, pad]], constant_values=-1)
+        first = self._atss_grid_function(anchors, levels, image_height, image_width)(
+            boxes, valid_boxes_mask(boxes, classes))
+        positive = first < ops.shape(boxes)[1]
         match = ops.where(positive, first, 0)
         return (match, boxes, classes), positive, ops.zeros_like(positive)
+
+    def _atss_grid_function(self, anchors, levels, image_height, image_width):
+        """``(boxes [B, M, 4], valid [B, M]) -> [B, A]``: per anchor the box it is assigned to, M where none;
+        compiled with XLA, one function per image size."""
+        cache = self.__dict__.setdefault("_atss_functions", {})
+        key = id(levels)
+        if key in cache:
+            return cache[key][1]
+
+        def assign(boxes, valid):
+            h_img = tf.constant(float(image_height), "float32")
+            w_img = tf.constant(float(image_width), "float32")
+            g_ctr = centers(boxes)  # [B, M, 2]
+            chosen = ops.concatenate(
+                [self._atss_level_candidates(level, g_ctr, h_img, w_img) for level in levels], axis=2)  # [B, M, C]
+            cand = tf.gather(anchors, chosen)  # [B, M, C, 4]
+            gt = boxes[:, :, None, :]
+            iou = aligned_iou(cand, gt)  # [B, M, C], the values of pairwise_iou(anchors, boxes)
+            thr = _atss_threshold(iou)
+            a_ctr = centers(cand)
+            eps_y = 0.01 / h_img
+            eps_x = 0.01 / w_img
+            inside = ops.logical_and(
+                ops.logical_and(a_ctr[..., 0] - gt[..., 0] > eps_y, gt[..., 2] - a_ctr[..., 0] > eps_y),
+                ops.logical_and(a_ctr[..., 1] - gt[..., 1] > eps_x, gt[..., 3] - a_ctr[..., 1] > eps_x),
+            )
+            pos_pair = ops.logical_and(ops.logical_and(inside, iou >= thr[..., None]), valid[..., None])
+            # An anchor positive for several boxes takes the highest IoU, the first box on ties: per anchor of
+            # the batch, the largest IoU of its positive pairs, then the smallest box index reaching it.
+            b, m = tf.shape(boxes)[0], tf.shape(boxes)[1]
+            n = anchors.shape[0]
+            flat = tf.reshape(tf.range(b)[:, None, None] * n + chosen, [-1])
+            scored = tf.reshape(tf.where(pos_pair, iou, -1.0), [-1])
+            best = tf.math.unsorted_segment_max(scored, flat, b * n)
+            winner = tf.logical_and(tf.reshape(pos_pair, [-1]), tf.equal(scored, tf.gather(best, flat)))
+            box_index = tf.reshape(tf.broadcast_to(tf.range(m)[None, :, None], tf.shape(chosen)), [-1])
+            first = tf.math.unsorted_segment_min(tf.where(winner, box_index, m), flat, b * n)
+            return tf.reshape(first, (b, n))
+
+        function = tf.function(assign, jit_compile=JIT, reduce_retracing=True)
+        cache[key] = (levels, function)
+        return function
 
     def _atss_level_candidates(self, level, g_ctr, h_img, w_img):
         """int32 ``[B, M, t]``: the indices, ascending, of the ``t = min(atss_topk, level size)`` anchors of one
@@ -397,21 +423,30 @@ class AnchorEncoder(keras.layers.Layer):
         _, pick = ops.top_k(-dist, k=t, sorted=True)
         return ops.sort(tf.gather(index, ops.cast(pick, "int32"), batch_dims=2), axis=-1) + level["start"]
 
-    def _encode(self, anchors, boxes, classes, match, positive, ignored):
+    def _encode(self, anchors, source_index, match, positive, ignored):
+        """The requested ``outputs`` from the assignment: ``match`` is ``(index [B, A] into the boxes the
+        assigner saw, those boxes [B, K', 4], their classes [B, K'])``, meaningful where ``positive``;
+        ``source_index`` [B, K'] maps them back to the rows of M."""
         match_idx, boxes_p, classes_p = match
-        matched_cls = tf.gather(classes_p, match_idx, batch_dims=1)  # [B, A]
-        class_targets = tf.where(positive, matched_cls, tf.where(ignored, IGNORED, BACKGROUND))
-        # Box targets exist only for the positive anchors (a few hundred of tens of thousands): they are
-        # encoded there and scattered into zeros.
-        where = tf.where(positive)  # [P, 2] (image, anchor)
-        pos_boxes = tf.gather_nd(boxes_p, tf.stack([where[:, 0], tf.cast(tf.gather_nd(match_idx, where), tf.int64)], 1))
-        deltas = box_coding.encode_deltas(tf.gather(anchors, where[:, 1]), pos_boxes, self.box_weights)
-        shape = tf.concat([tf.shape(positive, out_type=tf.int64), [4]], axis=0)
-        return {
-            "class_targets": tf.cast(class_targets, tf.int32),
-            "box_targets": tf.scatter_nd(where, deltas, shape),
-            "matched_boxes": tf.scatter_nd(where, pos_boxes, shape),
-        }
+        match_idx = tf.where(positive, match_idx, 0)
+        out = {}
+        if "class_targets" in self.outputs:
+            matched_cls = _gather_rows(classes_p, match_idx)  # [B, A]
+            out["class_targets"] = tf.where(positive, matched_cls, tf.where(ignored, IGNORED, BACKGROUND))
+        if "matched_indices" in self.outputs:
+            out["matched_indices"] = tf.where(positive, _gather_rows(source_index, match_idx), -1)
+        if "box_targets" in self.outputs or "matched_boxes" in self.outputs:
+            # Box targets exist only for the positive anchors (a few hundred of tens of thousands): they are
+            # encoded there and scattered into zeros.
+            where = tf.where(positive)  # [P, 2] (image, anchor)
+            pos_boxes = tf.gather_nd(boxes_p, tf.stack([where[:, 0], tf.cast(tf.gather_nd(match_idx, where), tf.int64)], 1))
+            shape = tf.concat([tf.shape(positive, out_type=tf.int64), [4]], axis=0)
+            if "box_targets" in self.outputs:
+                deltas = box_coding.encode_deltas(tf.gather(anchors, where[:, 1]), pos_boxes, self.box_weights)
+                out["box_targets"] = tf.scatter_nd(where, deltas, shape)
+            if "matched_boxes" in self.outputs:
+                out["matched_boxes"] = tf.scatter_nd(where, pos_boxes, shape)
+        return out
 
     def get_config(self):
         config = super().get_config()
@@ -424,6 +459,7 @@ class AnchorEncoder(keras.layers.Layer):
                 "allow_low_quality_matches": self.allow_low_quality_matches,
                 "box_weights": list(self.box_weights),
                 "atss_topk": self.atss_topk,
+                "outputs": list(self.outputs),
             }
         )
         return config
@@ -437,3 +473,10 @@ def _atss_threshold(iou):
     var = ops.sum(ops.square(iou - mean[..., None]), axis=-1) / ops.maximum(n - 1.0, 1.0)
     return mean + ops.sqrt(var)
 
+
+def _gather_rows(params, index):
+    """``params[b, index[b, a]]``: ``[B, K] x int [B, A] -> [B, A]``, as one gather from the flattened params
+    (much faster on CPU than a gather with ``batch_dims``)."""
+    k = tf.shape(params)[1]
+    offset = tf.range(tf.shape(params)[0]) * k
+    return tf.gather(tf.reshape(params, [-1]), index + offset[:, None])

@@ -152,6 +152,7 @@ class DenseHead:
     fpn_extra_levels_from = "c5"
     nms_iou_threshold = 0.5
     assigner = "iou"
+    box_target = "box_targets"  # the encoder output its loss reads
 
     def __init__(self, num_convs=4, anchor_generator=None):
         if int(num_convs) < 0:
@@ -165,7 +166,8 @@ class DenseHead:
 
     def anchor_encoder(self):
         """The AnchorEncoder giving this head's training targets (used in the tf.data pipeline or in-graph)."""
-        return AnchorEncoder(anchor_generator=self.anchor_generator, assigner=self.assigner)
+        return AnchorEncoder(anchor_generator=self.anchor_generator, assigner=self.assigner,
+                             outputs=("class_targets", self.box_target, "matched_indices"))
 
     def box_predictions(self, box_outputs):
         """The head's box outputs as `DetectionDecoder` reads them (`box_format`); the identity by default."""

@@ -50,6 +50,7 @@ class GFLHead(base.DenseHead):
     fpn_extra_levels_from = "p5"  # mmdetection `add_extra_convs='on_output'`
     nms_iou_threshold = 0.6
     assigner = "atss"
+    box_target = "matched_boxes"  # the encoder output its loss reads
 
     def __init__(self, num_convs=4, reg_max=16, qfl_beta=2.0, giou_weight=2.0, dfl_weight=0.25,
                  anchor_generator=None):

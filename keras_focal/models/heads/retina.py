@@ -45,6 +45,7 @@ class RetinaNetHead(base.DenseHead):
     fpn_extra_levels_from = "c5"  # "P6 is obtained via a 3x3 stride-2 conv on C5" (Sec. 4)
     nms_iou_threshold = 0.5
     assigner = "iou"
+    box_target = "box_targets"  # the encoder output its loss reads
 
     def __init__(self, num_convs=4, group_norm=False, alpha=0.25, gamma=2.0, smooth_l1_beta=0.11,
                  anchor_generator=None, extra_levels_from=None):
