@@ -292,3 +292,36 @@ def test_a_heads_encoder_returns_what_its_loss_reads(head_name):
     assert clone.outputs == own.outputs
     with pytest.raises(ValueError, match="outputs"):
         AnchorEncoder(outputs=("class_targets", "anchors"))
+
+
+def _awkward_boxes(rng, kind, b=4, m=15):
+    """Boxes that make ties: clipped to the image, on a 1/16 lattice, or unclipped with duplicates."""
+    if kind == "clipped":
+        c, s = rng.uniform(-0.1, 1.1, (b, m, 2)), rng.uniform(0.01, 0.6, (b, m, 2))
+        boxes = np.clip(np.concatenate([c - s / 2, c + s / 2], -1), 0, 1)
+    elif kind == "lattice":
+        q = rng.integers(0, 17, (b, m, 4)) / 16.0
+        boxes = np.concatenate([np.minimum(q[..., :2], q[..., 2:]), np.maximum(q[..., :2], q[..., 2:])], -1)
+    else:
+        c, s = rng.uniform(-0.3, 1.3, (b, m, 2)), rng.uniform(0.01, 0.9, (b, m, 2))
+        boxes = np.concatenate([c - s / 2, c + s / 2], -1)
+        boxes[:, 1:8] = boxes[:, 0:7]
+    return boxes.astype("float32"), rng.integers(-1, 5, (b, m)).astype("int32")
+
+
+@pytest.mark.parametrize("assigner", ["iou", "atss"])
+def test_grid_paths_match_the_dense_path_on_awkward_boxes(assigner):
+    # The static-size encoder (anchor-grid paths) against the dynamic-size one (dense pairwise IoU), batched, on
+    # boxes whose IoUs and centre distances tie, at sizes whose coarse levels are smaller than top-k.
+    generators = [AnchorGenerator(), AnchorGenerator(anchor_size=8, num_scales=1, aspect_ratios=(1.0,))]
+    rng = np.random.default_rng(21)
+    for gen in generators:
+        enc = AnchorEncoder(gen, assigner=assigner)
+        dense = tf.function(lambda b, c, h, w: enc(b, c, h, w))
+        for h, w in [(96, 100), (128, 192)]:
+            for kind in ("clipped", "lattice", "duplicates"):
+                b, c = _awkward_boxes(rng, kind)
+                grid, ref = enc(b, c, h, w), dense(b, c, tf.constant(h), tf.constant(w))
+                for key in ("class_targets", "matched_indices", "matched_boxes"):
+                    np.testing.assert_array_equal(grid[key].numpy(), ref[key].numpy(), err_msg=f"{kind} {h}x{w} {key}")
+                np.testing.assert_allclose(grid["box_targets"].numpy(), ref["box_targets"].numpy(), rtol=0, atol=1e-5)

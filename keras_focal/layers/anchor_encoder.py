@@ -13,8 +13,6 @@ from keras_focal.layers.anchor_generator import AnchorGenerator
 FAR_AWAY = 1e9
 # What the encoder can return (``outputs=``), in this order.
 OUTPUTS = ("class_targets", "box_targets", "matched_boxes", "matched_indices")
-import os
-JIT = os.environ.get("KF_JIT","1")=="1"
 
 
 def _is_static(x):
@@ -215,7 +213,7 @@ class AnchorEncoder(keras.layers.Layer):
         """``_assign_iou`` for anchors on a grid, with the same IoU values and decisions, level by level.
 
         An anchor's vertical overlap with a box depends only on its row and shape, the horizontal one only on
-        its column and shape: ``inter[i, j, s, m] = ih[i, s, m] * iw[j, s, m]``. The min / max work is then
+        its column and shape: ``inter[m, i, j, s] = ih[m, i, s] * iw[m, j, s]``. The min / max work is then
         ``(fh + fw) * k * M`` instead of ``fh * fw * k * M``; the [A, M] work left is one product, the union,
         the division and the reductions. Non-real boxes are moved far outside the image (IoU exactly 0
         instead of -1): they come after the real ones, so argmax ties still pick the same real box, a 0 never
@@ -228,51 +226,56 @@ class AnchorEncoder(keras.layers.Layer):
         pad = (-tf.shape(boxes)[1]) % 8
         boxes = tf.pad(boxes, [[0, 0], [0, pad], [0, 0]], constant_values=-1.0)
         classes = tf.pad(classes, [[0, 0], [0, pad]], constant_values=-1)
-        valid = valid_boxes_mask(boxes, classes)  # [B, M]
-        max_iou, match, low_quality = self._grid_assignment(levels)(boxes, valid)
-        has_box = ops.any(valid, axis=1)[:, None]
-        positive = ops.logical_and(max_iou >= self.positive_iou, has_box)
-        ignored = ops.logical_and(
-            ops.logical_and(max_iou >= self.negative_iou, ops.logical_not(positive)), has_box)
-        if self.allow_low_quality_matches:
-            positive = ops.logical_or(positive, low_quality)
-            ignored = ops.logical_and(ignored, ops.logical_not(low_quality))
+        match, positive, ignored = self._grid_assignment(levels)(boxes, valid_boxes_mask(boxes, classes))
         return (match, boxes, classes), positive, ignored
 
     def _grid_assignment(self, levels):
-        """``(boxes [B, M, 4], valid [B, M]) -> (max_iou [B, A], match [B, A], low_quality [B, A])`` over the
-        anchor grid of ``levels``, compiled with XLA: the [A, M] IoU values are computed once, in registers,
-        and reduced where they are made, instead of a pass over memory for every step. One compiled function
-        per image size, cached; XLA compiles it once per box count (a multiple of 8)."""
+        """``(boxes [B, M, 4], valid [B, M]) -> (match, positive, ignored)``, each ``[B, A]``, over the anchor
+        grid of ``levels``, compiled with XLA so that the ``[B, M, A]`` IoU values are reduced where they are
+        made instead of in a pass over memory per step. The box axis comes first: the reductions over boxes
+        are then element-wise maxima over whole slices of anchors, which vectorise. One compiled function per
+        image size, cached; XLA compiles it once per box count (a multiple of 8)."""
         cache = self.__dict__.setdefault("_grid_functions", {})
         key = id(levels)
         if key in cache:
             return cache[key][1]
 
-        def overlap(lo_a, hi_a, lo_b, hi_b):  # [n, k] anchor extents x [B, M] box extents -> [B, n, k, M]
-            lo_b, hi_b = lo_b[:, None, None, :], hi_b[:, None, None, :]
-            return tf.maximum(tf.minimum(hi_a[None, :, :, None], hi_b) - tf.maximum(lo_a[None, :, :, None], lo_b), 0.0)
+        def overlap(lo_a, hi_a, lo_b, hi_b):  # [n, k] anchor extents x [B, M] box extents -> [B, M, n, k]
+            lo_b, hi_b = lo_b[:, :, None, None], hi_b[:, :, None, None]
+            return tf.maximum(tf.minimum(hi_a[None, None], hi_b) - tf.maximum(lo_a[None, None], lo_b), 0.0)
 
         def assign(boxes, valid):
-            batch = tf.shape(boxes)[0]
+            batch, m = tf.shape(boxes)[0], tf.shape(boxes)[1]
             far = tf.where(valid[..., None], boxes, FAR_AWAY)
             area_b = tf.maximum(far[..., 2] - far[..., 0], 0.0) * tf.maximum(far[..., 3] - far[..., 1], 0.0)
+            box_index = tf.range(m)[None, :, None, None, None]
             ious, max_iou, match, gt_best = [], [], [], None
             for level in levels:
-                ih = overlap(level["y"][..., 0], level["y"][..., 1], far[..., 0], far[..., 2])  # [B, fh, k, M]
-                iw = overlap(level["x"][..., 0], level["x"][..., 1], far[..., 1], far[..., 3])  # [B, fw, k, M]
-                inter = ih[:, :, None] * iw[:, None]  # [B, fh, fw, k, M]
-                union = level["area"][None, ..., None] + area_b[:, None, None, None, :] - inter
+                ih = overlap(level["y"][..., 0], level["y"][..., 1], far[..., 0], far[..., 2])  # [B, M, fh, k]
+                iw = overlap(level["x"][..., 0], level["x"][..., 1], far[..., 1], far[..., 3])  # [B, M, fw, k]
+                inter = ih[:, :, :, None] * iw[:, :, None]  # [B, M, fh, fw, k]
+                union = level["area"][None, None] + area_b[:, :, None, None, None] - inter
                 iou = tf.math.divide_no_nan(inter, union)  # 0 where the union is 0, as boxes.pairwise_iou
                 ious.append(iou)
-                max_iou.append(tf.reshape(tf.reduce_max(iou, axis=-1), (batch, -1)))
-                match.append(tf.reshape(tf.argmax(iou, axis=-1, output_type=tf.int32), (batch, -1)))
-                best = tf.reduce_max(iou, axis=(1, 2, 3))  # [B, M]
+                top = tf.reduce_max(iou, axis=1)  # [B, fh, fw, k]
+                max_iou.append(tf.reshape(top, (batch, -1)))
+                # argmax over the boxes, the first one on ties
+                first = tf.reduce_min(tf.where(tf.equal(iou, top[:, None]), box_index, m), axis=1)
+                match.append(tf.reshape(first, (batch, -1)))
+                best = tf.reduce_max(iou, axis=(2, 3, 4))  # [B, M]
                 gt_best = best if gt_best is None else tf.maximum(gt_best, best)
-            # an IoU never equals +inf: boxes whose best IoU is 0 (or that are not real) keep no anchor
-            target = tf.where(gt_best > 0.0, gt_best, float("inf"))[:, None, None, None, :]
-            low_quality = [tf.reshape(tf.reduce_any(tf.equal(iou, target), axis=-1), (batch, -1)) for iou in ious]
-            return tf.concat(max_iou, 1), tf.concat(match, 1), tf.concat(low_quality, 1)
+            max_iou, match = tf.concat(max_iou, 1), tf.concat(match, 1)
+            has_box = tf.reduce_any(valid, axis=1)[:, None]
+            positive = tf.logical_and(max_iou >= self.positive_iou, has_box)
+            ignored = tf.logical_and(tf.logical_and(max_iou >= self.negative_iou, tf.logical_not(positive)), has_box)
+            if self.allow_low_quality_matches:
+                # an IoU never equals +inf: boxes whose best IoU is 0 (or that are not real) keep no anchor
+                target = tf.where(gt_best > 0.0, gt_best, float("inf"))[:, :, None, None, None]
+                low_quality = tf.concat(
+                    [tf.reshape(tf.reduce_any(tf.equal(iou, target), axis=1), (batch, -1)) for iou in ious], 1)
+                positive = tf.logical_or(positive, low_quality)
+                ignored = tf.logical_and(ignored, tf.logical_not(low_quality))
+            return match, positive, ignored
 
         function = tf.function(assign, jit_compile=True, reduce_retracing=True)
         cache[key] = (levels, function)  # levels kept alive so that its id stays this entry's
@@ -343,56 +346,37 @@ class AnchorEncoder(keras.layers.Layer):
         tie. The ``t`` nearest are then chosen among those ``(t + 1)**2`` per anchor shape, in anchor order.
         """
         boxes, classes = self._pad_dummy(boxes, classes)
-        pad = (-tf.shape(boxes)[1]) % 8  # a handful of box counts for the compiled function, as in the IoU path
-        boxes = tf.pad(boxes, [[0, 0], [0, pad], [0, 0]], constant_values=-1.0)
-        classes = tf.pad(classes, [[0, 0], [0, pad]], constant_values=-1)
-        first = self._atss_grid_function(anchors, levels, image_height, image_width)(
-            boxes, valid_boxes_mask(boxes, classes))
-        positive = first < ops.shape(boxes)[1]
-        match = ops.where(positive, first, 0)
-        return (match, boxes, classes), positive, ops.zeros_like(positive)
+        valid = valid_boxes_mask(boxes, classes)  # [B, M]
+        h_img = ops.cast(image_height, "float32")
+        w_img = ops.cast(image_width, "float32")
+        g_ctr = centers(boxes)  # [B, M, 2]
+        chosen = ops.concatenate(
+            [self._atss_level_candidates(level, g_ctr, h_img, w_img) for level in levels], axis=2)  # [B, M, C]
+        cand = tf.gather(anchors, chosen)  # [B, M, C, 4]
+        gt = boxes[:, :, None, :]
+        iou = aligned_iou(cand, gt)  # [B, M, C], the values of pairwise_iou(anchors, boxes)
+        thr = _atss_threshold(iou)
+        a_ctr = centers(cand)
+        eps_y = 0.01 / h_img
+        eps_x = 0.01 / w_img
+        inside = ops.logical_and(
+            ops.logical_and(a_ctr[..., 0] - gt[..., 0] > eps_y, gt[..., 2] - a_ctr[..., 0] > eps_y),
+            ops.logical_and(a_ctr[..., 1] - gt[..., 1] > eps_x, gt[..., 3] - a_ctr[..., 1] > eps_x),
+        )
+        pos_pair = ops.logical_and(ops.logical_and(inside, iou >= thr[..., None]), valid[..., None])
 
-    def _atss_grid_function(self, anchors, levels, image_height, image_width):
-        """``(boxes [B, M, 4], valid [B, M]) -> [B, A]``: per anchor the box it is assigned to, M where none;
-        compiled with XLA, one function per image size."""
-        cache = self.__dict__.setdefault("_atss_functions", {})
-        key = id(levels)
-        if key in cache:
-            return cache[key][1]
-
-        def assign(boxes, valid):
-            h_img = tf.constant(float(image_height), "float32")
-            w_img = tf.constant(float(image_width), "float32")
-            g_ctr = centers(boxes)  # [B, M, 2]
-            chosen = ops.concatenate(
-                [self._atss_level_candidates(level, g_ctr, h_img, w_img) for level in levels], axis=2)  # [B, M, C]
-            cand = tf.gather(anchors, chosen)  # [B, M, C, 4]
-            gt = boxes[:, :, None, :]
-            iou = aligned_iou(cand, gt)  # [B, M, C], the values of pairwise_iou(anchors, boxes)
-            thr = _atss_threshold(iou)
-            a_ctr = centers(cand)
-            eps_y = 0.01 / h_img
-            eps_x = 0.01 / w_img
-            inside = ops.logical_and(
-                ops.logical_and(a_ctr[..., 0] - gt[..., 0] > eps_y, gt[..., 2] - a_ctr[..., 0] > eps_y),
-                ops.logical_and(a_ctr[..., 1] - gt[..., 1] > eps_x, gt[..., 3] - a_ctr[..., 1] > eps_x),
-            )
-            pos_pair = ops.logical_and(ops.logical_and(inside, iou >= thr[..., None]), valid[..., None])
-            # An anchor positive for several boxes takes the highest IoU, the first box on ties: per anchor of
-            # the batch, the largest IoU of its positive pairs, then the smallest box index reaching it.
-            b, m = tf.shape(boxes)[0], tf.shape(boxes)[1]
-            n = anchors.shape[0]
-            flat = tf.reshape(tf.range(b)[:, None, None] * n + chosen, [-1])
-            scored = tf.reshape(tf.where(pos_pair, iou, -1.0), [-1])
-            best = tf.math.unsorted_segment_max(scored, flat, b * n)
-            winner = tf.logical_and(tf.reshape(pos_pair, [-1]), tf.equal(scored, tf.gather(best, flat)))
-            box_index = tf.reshape(tf.broadcast_to(tf.range(m)[None, :, None], tf.shape(chosen)), [-1])
-            first = tf.math.unsorted_segment_min(tf.where(winner, box_index, m), flat, b * n)
-            return tf.reshape(first, (b, n))
-
-        function = tf.function(assign, jit_compile=JIT, reduce_retracing=True)
-        cache[key] = (levels, function)
-        return function
+        # An anchor positive for several boxes takes the highest IoU, the first box on ties: per anchor of the
+        # batch, the largest IoU of its positive pairs, then the smallest box index among the pairs reaching it.
+        b, m = tf.shape(boxes)[0], tf.shape(boxes)[1]
+        n = anchors.shape[0]
+        flat = tf.reshape(tf.range(b)[:, None, None] * n + chosen, [-1])
+        scored = tf.reshape(tf.where(pos_pair, iou, -1.0), [-1])
+        best = tf.math.unsorted_segment_max(scored, flat, b * n)
+        winner = tf.logical_and(tf.reshape(pos_pair, [-1]), tf.equal(scored, tf.gather(best, flat)))
+        box_index = tf.reshape(tf.broadcast_to(tf.range(m)[None, :, None], tf.shape(chosen)), [-1])
+        first = tf.reshape(tf.math.unsorted_segment_min(tf.where(winner, box_index, m), flat, b * n), (b, n))
+        positive = first < m
+        return (tf.where(positive, first, 0), boxes, classes), positive, tf.zeros_like(positive)
 
     def _atss_level_candidates(self, level, g_ctr, h_img, w_img):
         """int32 ``[B, M, t]``: the indices, ascending, of the ``t = min(atss_topk, level size)`` anchors of one
