@@ -28,6 +28,9 @@ def compact_real_boxes(boxes, classes):
     the real boxes is kept, so "the first box on ties" means the same box before and after.
     """
     valid = valid_boxes_mask(boxes, classes)  # [B, M]
+    if boxes.shape[0] == 1:  # one image (the tf.data map): a plain gather of its real rows
+        rows = tf.cast(tf.where(valid[0])[:, 0], "int32")
+        return tf.gather(boxes[0], rows)[None], tf.gather(classes[0], rows)[None], rows[None]
     count = ops.sum(ops.cast(valid, "int32"), axis=1)  # [B]
     k = ops.max(ops.concatenate([count, ops.zeros((1,), "int32")], axis=0))
     # A stable sort on "is padding" puts the real rows first, each group in its original order.
@@ -122,8 +125,9 @@ class AnchorEncoder(keras.layers.Layer):
         grid = self._anchor_grid(image_height, image_width)
         on_grid = grid is not None and grid["levels"] is not None
         if self.assigner == "iou" and on_grid:
-            match, positive, ignored = self._assign_iou_grid(grid["levels"], boxes, classes)
-        elif self.assigner == "iou":
+            out = self._encode_iou_grid(grid, boxes, classes, source_index)
+            return {k: v[0] for k, v in out.items()} if unbatched else out
+        if self.assigner == "iou":
             match, positive, ignored = self._assign_iou(anchors, boxes, classes)
         elif on_grid:
             match, positive, ignored = self._assign_atss_grid(
@@ -209,8 +213,8 @@ class AnchorEncoder(keras.layers.Layer):
             ignored = ops.logical_and(ignored, ops.logical_not(low_quality))
         return (match, boxes, classes), positive, ignored
 
-    def _assign_iou_grid(self, levels, boxes, classes):
-        """``_assign_iou`` for anchors on a grid, with the same IoU values and decisions, level by level.
+    def _encode_iou_grid(self, grid, boxes, classes, source_index):
+        """``_assign_iou`` and ``_encode`` for anchors on a grid, with the same IoU values, decisions and targets.
 
         An anchor's vertical overlap with a box depends only on its row and shape, the horizontal one only on
         its column and shape: ``inter[m, i, j, s] = ih[m, i, s] * iw[m, j, s]``. The min / max work is then
@@ -226,25 +230,27 @@ class AnchorEncoder(keras.layers.Layer):
         pad = (-tf.shape(boxes)[1]) % 8
         boxes = tf.pad(boxes, [[0, 0], [0, pad], [0, 0]], constant_values=-1.0)
         classes = tf.pad(classes, [[0, 0], [0, pad]], constant_values=-1)
-        match, positive, ignored = self._grid_assignment(levels)(boxes, valid_boxes_mask(boxes, classes))
-        return (match, boxes, classes), positive, ignored
+        source_index = tf.pad(source_index, [[0, 0], [0, tf.shape(boxes)[1] - tf.shape(source_index)[1]]],
+                              constant_values=-1)
+        return self._grid_function(grid)(boxes, classes, valid_boxes_mask(boxes, classes), source_index)
 
-    def _grid_assignment(self, levels):
-        """``(boxes [B, M, 4], valid [B, M]) -> (match, positive, ignored)``, each ``[B, A]``, over the anchor
-        grid of ``levels``, compiled with XLA so that the ``[B, M, A]`` IoU values are reduced where they are
-        made instead of in a pass over memory per step. The box axis comes first: the reductions over boxes
+    def _grid_function(self, grid):
+        """``(boxes [B, M, 4], classes [B, M], valid [B, M], source_index [B, M]) -> the outputs``, over the
+        anchor grid, compiled with XLA so that the ``[B, M, A]`` IoU values are reduced where they are made
+        instead of in a pass over memory per step, and the targets are computed in the same loops. The box axis comes first: the reductions over boxes
         are then element-wise maxima over whole slices of anchors, which vectorise. One compiled function per
         image size, cached; XLA compiles it once per box count (a multiple of 8)."""
         cache = self.__dict__.setdefault("_grid_functions", {})
-        key = id(levels)
+        key = id(grid)
         if key in cache:
             return cache[key][1]
+        levels, anchors = grid["levels"], grid["anchors"]
 
         def overlap(lo_a, hi_a, lo_b, hi_b):  # [n, k] anchor extents x [B, M] box extents -> [B, M, n, k]
             lo_b, hi_b = lo_b[:, :, None, None], hi_b[:, :, None, None]
             return tf.maximum(tf.minimum(hi_a[None, None], hi_b) - tf.maximum(lo_a[None, None], lo_b), 0.0)
 
-        def assign(boxes, valid):
+        def assign(boxes, classes, valid, source_index):
             batch, m = tf.shape(boxes)[0], tf.shape(boxes)[1]
             far = tf.where(valid[..., None], boxes, FAR_AWAY)
             area_b = tf.maximum(far[..., 2] - far[..., 0], 0.0) * tf.maximum(far[..., 3] - far[..., 1], 0.0)
@@ -275,10 +281,10 @@ class AnchorEncoder(keras.layers.Layer):
                     [tf.reshape(tf.reduce_any(tf.equal(iou, target), axis=1), (batch, -1)) for iou in ious], 1)
                 positive = tf.logical_or(positive, low_quality)
                 ignored = tf.logical_and(ignored, tf.logical_not(low_quality))
-            return match, positive, ignored
+            return self._encode(anchors, source_index, (match, boxes, classes), positive, ignored, dense=True)
 
         function = tf.function(assign, jit_compile=True, reduce_retracing=True)
-        cache[key] = (levels, function)  # levels kept alive so that its id stays this entry's
+        cache[key] = (grid, function)  # grid kept alive so that its id stays this entry's
         return function
 
     def _assign_atss(self, anchors, boxes, classes, image_height, image_width):
@@ -407,10 +413,11 @@ class AnchorEncoder(keras.layers.Layer):
         _, pick = ops.top_k(-dist, k=t, sorted=True)
         return ops.sort(tf.gather(index, ops.cast(pick, "int32"), batch_dims=2), axis=-1) + level["start"]
 
-    def _encode(self, anchors, source_index, match, positive, ignored):
+    def _encode(self, anchors, source_index, match, positive, ignored, dense=False):
         """The requested ``outputs`` from the assignment: ``match`` is ``(index [B, A] into the boxes the
         assigner saw, those boxes [B, K', 4], their classes [B, K'])``, meaningful where ``positive``;
-        ``source_index`` [B, K'] maps them back to the rows of M."""
+        ``source_index`` [B, K'] maps them back to the rows of M. ``dense``: box targets computed for every
+        anchor and masked (inside XLA, where shapes are static) instead of only at the positives."""
         match_idx, boxes_p, classes_p = match
         match_idx = tf.where(positive, match_idx, 0)
         out = {}
@@ -419,7 +426,15 @@ class AnchorEncoder(keras.layers.Layer):
             out["class_targets"] = tf.where(positive, matched_cls, tf.where(ignored, IGNORED, BACKGROUND))
         if "matched_indices" in self.outputs:
             out["matched_indices"] = tf.where(positive, _gather_rows(source_index, match_idx), -1)
-        if "box_targets" in self.outputs or "matched_boxes" in self.outputs:
+        if dense and ("box_targets" in self.outputs or "matched_boxes" in self.outputs):
+            matched = tf.stack([_gather_rows(boxes_p[..., i], match_idx) for i in range(4)], axis=-1)  # [B, A, 4]
+            keep = positive[..., None]
+            if "box_targets" in self.outputs:
+                deltas = box_coding.encode_deltas(anchors, matched, self.box_weights)
+                out["box_targets"] = tf.where(keep, deltas, 0.0)
+            if "matched_boxes" in self.outputs:
+                out["matched_boxes"] = tf.where(keep, matched, 0.0)
+        elif "box_targets" in self.outputs or "matched_boxes" in self.outputs:
             # Box targets exist only for the positive anchors (a few hundred of tens of thousands): they are
             # encoded there and scattered into zeros.
             where = tf.where(positive)  # [P, 2] (image, anchor)
