@@ -76,7 +76,7 @@ def main(argv=None):
         print(f"{args.head} head, {args.backbone}, FPN {args.fpn_width}, {args.head_convs} convs, {size[0]} px, "
               f"batch {args.batch_size}, {args.boxes} boxes per image, {os.cpu_count()} CPU cores")
         for name, s in seconds.items():
-            print(f"  encode in the {name:<8}: {images / statistics.median(s):6.1f} images/s (train step included)")
+            print(f"  encode in the {name:<8}: {images / statistics.median(s):6.2f} images/s (train step included)")
         ratio = statistics.median(a / b for a, b in zip(seconds["model"], seconds["pipeline"]))
         print(f"  pipeline / model speed: {ratio:.2f}")
 

@@ -10,6 +10,7 @@ import tensorflow as tf
 from keras import ops
 
 import keras_focal
+from keras_focal.layers import AnchorEncoder
 from keras_focal.losses import focal_loss, smooth_l1_loss
 from keras_focal.models import GFLHead, RetinaNet, RetinaNetHead
 from keras_focal.models.backbones import build_backbone
@@ -222,13 +223,34 @@ def test_probability_losses_get_probabilities():
         _compiled_loss(model, images, targets, outputs, box_loss=lambda y, p: ops.sum(p))
 
 
+def _full_encoder(model):
+    """An encoder returning every target, box deltas and matched boxes included (the model's own returns the
+    class targets and matched indices, and its loss derives the rest)."""
+    return AnchorEncoder(model.anchor_encoder.anchor_generator, assigner=model.anchor_encoder.assigner)
+
+
+@pytest.mark.parametrize("head", ["retina", "gfl"])
+def test_loss_from_matched_indices_equals_loss_from_full_targets(head):
+    # the model's encoder gives class targets and matched indices; the loss gathers the boxes and encodes them
+    model = tiny_model(head=head)
+    images, targets = _loss_batch()
+    outputs = model(images)
+    own = _compiled_loss(model, images, targets, outputs)
+    full = {**targets, **_full_encoder(model)(targets["boxes"], targets["classes"], 128, 128)}
+    assert "matched_indices" in full and ("box_targets" in full and "matched_boxes" in full)
+    np.testing.assert_allclose(own, float(model.compute_loss(images, full, outputs)), rtol=1e-6)
+    without = {k: v for k, v in full.items() if k not in ("box_targets", "matched_boxes", "matched_indices")}
+    with pytest.raises(ValueError, match="matched_indices"):
+        model.compute_loss(images, without, outputs)
+
+
 def test_retina_head_loss_against_numpy():
     """Focal loss over non-ignored anchors plus smooth-L1 over positives, both over the positive count (float64)."""
     model = tiny_model()
     images, targets = _loss_batch()
     outputs = model(images)
     total = _compiled_loss(model, images, targets, outputs)
-    encoded = model.anchor_encoder(targets["boxes"], targets["classes"], 128, 128)
+    encoded = _full_encoder(model)(targets["boxes"], targets["classes"], 128, 128)
     labels = np.asarray(encoded["class_targets"])
     x = np.asarray(outputs["class_logits"], "float64")
     y = (labels[..., None] == np.arange(3)).astype("float64")
@@ -288,7 +310,7 @@ def test_gfl_head_loss_against_numpy():
     outputs = model(images)
     model.compile(optimizer="sgd")
     total = float(model.compute_loss(images, targets, outputs))
-    encoded = model.anchor_encoder(targets["boxes"], targets["classes"], 128, 128)
+    encoded = _full_encoder(model)(targets["boxes"], targets["classes"], 128, 128)
     labels = np.asarray(encoded["class_targets"])
     positive = labels >= 0
     anchors = np.asarray(model.anchor_generator(128, 128), "float64")

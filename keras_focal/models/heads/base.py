@@ -93,6 +93,24 @@ def global_sums(local):
 
 
 # ------------------------------------------------------------------------------------------- user losses
+def matched_ground_truth(targets):
+    """float32 ``[B, A, 4]``: the ground-truth box assigned to each anchor, 0 where it is not positive. Read from
+    the targets' "matched_boxes", or gathered from "boxes" ``[B, M, 4]`` at "matched_indices" ``[B, A]`` (what a
+    head's own encoder returns: the boxes are already in the batch, so the pipeline does not carry an [A, 4] copy)."""
+    if "matched_boxes" in targets:
+        return ops.cast(targets["matched_boxes"], "float32")
+    if "matched_indices" not in targets or "boxes" not in targets:
+        raise ValueError("the anchor targets need 'matched_boxes', or 'matched_indices' with 'boxes' "
+                         f"(the AnchorEncoder outputs); got keys {sorted(targets)}")
+    index = ops.cast(targets["matched_indices"], "int32")
+    boxes = ops.cast(targets["boxes"], "float32")
+    b, m = ops.shape(boxes)[0], ops.shape(boxes)[1]
+    # one gather from the flattened boxes plus a zero row, which the non-positive anchors (index -1) read
+    flat = ops.concatenate([ops.reshape(boxes, (-1, 4)), ops.zeros((1, 4), "float32")], axis=0)
+    rows = ops.where(index >= 0, index + (ops.arange(b, dtype="int32") * m)[:, None], b * m)
+    return ops.take(flat, rows, axis=0)
+
+
 def resolve_loss(loss):
     """None (the head's default), a function, or anything `keras.losses.get` accepts (object, name, config)."""
     if loss is None or (callable(loss) and not isinstance(loss, (str, dict))):
@@ -152,7 +170,6 @@ class DenseHead:
     fpn_extra_levels_from = "c5"
     nms_iou_threshold = 0.5
     assigner = "iou"
-    box_target = "box_targets"  # the encoder output its loss reads
 
     def __init__(self, num_convs=4, anchor_generator=None):
         if int(num_convs) < 0:
@@ -165,9 +182,10 @@ class DenseHead:
         raise NotImplementedError
 
     def anchor_encoder(self):
-        """The AnchorEncoder giving this head's training targets (used in the tf.data pipeline or in-graph)."""
+        """The AnchorEncoder giving this head's training targets (used in the tf.data pipeline or in-graph): the
+        class targets and the matched indices; the loss gathers the matched boxes from the ground truth."""
         return AnchorEncoder(anchor_generator=self.anchor_generator, assigner=self.assigner,
-                             outputs=("class_targets", self.box_target, "matched_indices"))
+                             outputs=("class_targets", "matched_indices"))
 
     def box_predictions(self, box_outputs):
         """The head's box outputs as `DetectionDecoder` reads them (`box_format`); the identity by default."""

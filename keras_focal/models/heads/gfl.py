@@ -50,7 +50,6 @@ class GFLHead(base.DenseHead):
     fpn_extra_levels_from = "p5"  # mmdetection `add_extra_convs='on_output'`
     nms_iou_threshold = 0.6
     assigner = "atss"
-    box_target = "matched_boxes"  # the encoder output its loss reads
 
     def __init__(self, num_convs=4, reg_max=16, qfl_beta=2.0, giou_weight=2.0, dfl_weight=0.25,
                  anchor_generator=None):
@@ -86,8 +85,9 @@ class GFLHead(base.DenseHead):
         }
 
     def loss(self, targets, outputs, image_height, image_width, classification_loss=None, box_loss=None):
-        """targets: "class_targets" int [B, A] and "matched_boxes" [B, A, 4] (normalized yxyx) from the ATSS
-        encoder. outputs: "class_logits" [B, A, C] and "box_outputs" [B, A, 4 (reg_max + 1)] distribution logits.
+        """targets: "class_targets" int [B, A] and the matched boxes (normalized yxyx, see
+        `base.matched_ground_truth`) from the ATSS encoder. outputs: "class_logits" [B, A, C] and "box_outputs"
+        [B, A, 4 (reg_max + 1)] distribution logits.
         Returns (quality focal term, GIoU + DFL terms)."""
         anchors = self.anchor_generator(image_height, image_width)
         strides = self.anchor_generator.anchor_strides(image_height, image_width)
@@ -103,7 +103,7 @@ class GFLHead(base.DenseHead):
                                                 image_height, image_width)
         # Non-positive anchors get a harmless dummy box so no NaN can leak through a zero weight.
         dummy = ops.convert_to_tensor([0.0, 0.0, 1.0, 1.0])
-        matched = ops.where(positive_mask[..., None], ops.cast(targets["matched_boxes"], "float32"), dummy)
+        matched = ops.where(positive_mask[..., None], base.matched_ground_truth(targets), dummy)
 
         # QFL target: IoU of the (detached) prediction with its ground truth, at the ground-truth class (Sec. 3.2).
         quality = ops.stop_gradient(aligned_iou(matched, predicted)) * positive

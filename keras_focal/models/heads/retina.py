@@ -20,7 +20,7 @@ import keras
 from keras import ops
 
 from keras_focal.boxes import IGNORED
-from keras_focal.layers import AnchorGenerator
+from keras_focal.layers import AnchorGenerator, box_coding
 from keras_focal.losses import focal_loss, smooth_l1_loss
 from keras_focal.losses import _common as C
 from keras_focal.models.heads import base
@@ -45,7 +45,6 @@ class RetinaNetHead(base.DenseHead):
     fpn_extra_levels_from = "c5"  # "P6 is obtained via a 3x3 stride-2 conv on C5" (Sec. 4)
     nms_iou_threshold = 0.5
     assigner = "iou"
-    box_target = "box_targets"  # the encoder output its loss reads
 
     def __init__(self, num_convs=4, group_norm=False, alpha=0.25, gamma=2.0, smooth_l1_beta=0.11,
                  anchor_generator=None, extra_levels_from=None):
@@ -81,7 +80,8 @@ class RetinaNetHead(base.DenseHead):
         }
 
     def loss(self, targets, outputs, image_height, image_width, classification_loss=None, box_loss=None):
-        """targets: "class_targets" int [B, A] (class, -1 background, -2 ignored), "box_targets" [B, A, 4].
+        """targets: "class_targets" int [B, A] (class, -1 background, -2 ignored), and "box_targets" [B, A, 4] or
+        what gives the matched boxes (`base.matched_ground_truth`), which are then encoded against the anchors.
         outputs: "class_logits" [B, A, C], "box_outputs" [B, A, 4] deltas.
         classification_loss: per (anchor, class) element, on the one-hot targets and the logits (probabilities if
         it is a Loss with from_logits=False); box_loss: per delta. Both default to the paper's losses."""
@@ -99,7 +99,13 @@ class RetinaNetHead(base.DenseHead):
         class_values = base.per_element(classification_loss, one_hot, class_input, name="classification_loss")
         class_loss = ops.sum(class_values * not_ignored[..., None]) / num_positive
 
-        box_targets = ops.cast(targets["box_targets"], "float32")
+        if "box_targets" in targets:
+            box_targets = ops.cast(targets["box_targets"], "float32")
+        else:
+            anchors = self.anchor_generator(image_height, image_width)
+            # non-positive anchors are encoded against themselves: zero deltas, finite, weighted 0 below
+            matched = ops.where(class_targets[..., None] >= 0, base.matched_ground_truth(targets), anchors[None])
+            box_targets = box_coding.encode_deltas(anchors, matched)
         if box_loss is None:
             box_loss = functools.partial(smooth_l1_loss, beta=self.smooth_l1_beta)
         box_values = base.per_element(box_loss, box_targets, deltas, name="box_loss")
