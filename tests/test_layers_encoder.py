@@ -318,7 +318,7 @@ def test_grid_paths_match_the_dense_path_on_awkward_boxes(assigner):
     for gen in generators:
         enc = AnchorEncoder(gen, assigner=assigner)
         dense = tf.function(lambda b, c, h, w: enc(b, c, h, w))
-        for h, w in [(96, 100), (128, 192)]:
+        for h, w in [(96, 100)]:  # P7 is 1 x 1 there, P6 2 x 2: fewer anchors than top-k
             for kind in ("clipped", "lattice", "duplicates"):
                 b, c = _awkward_boxes(rng, kind)
                 grid, ref = enc(b, c, h, w), dense(b, c, tf.constant(h), tf.constant(w))
