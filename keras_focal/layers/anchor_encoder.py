@@ -49,7 +49,7 @@ class AnchorEncoder(keras.layers.Layer):
     ``classes`` ``[M]`` (inside a ``tf.data`` map) or batched ``[B, M, 4]`` / ``[B, M]`` (in-graph), padded
     with -1. Padded rows (class < 0), non-finite and zero-area / inverted boxes are never matched. ``M``
     may be 0. Returns a dict of the keys named in ``outputs`` (all four by default; a head's own encoder asks
-    only for what its loss reads, plus ``matched_indices`` for the diagnostics):
+    for the class targets and matched indices, and its loss gathers the matched boxes from the ground truth):
 
     * ``class_targets`` int32 ``[..., A]``: class id (>= 0) for positives, -1 background, -2 ignored;
     * ``box_targets`` float32 ``[..., A, 4]``: ``(dy, dx, log dh, log dw) * box_weights`` of the matched box
@@ -236,10 +236,10 @@ class AnchorEncoder(keras.layers.Layer):
 
     def _grid_function(self, grid):
         """``(boxes [B, M, 4], classes [B, M], valid [B, M], source_index [B, M]) -> the outputs``, over the
-        anchor grid, compiled with XLA so that the ``[B, M, A]`` IoU values are reduced where they are made
-        instead of in a pass over memory per step, and the targets are computed in the same loops. The box axis comes first: the reductions over boxes
-        are then element-wise maxima over whole slices of anchors, which vectorise. One compiled function per
-        image size, cached; XLA compiles it once per box count (a multiple of 8)."""
+        anchor grid, compiled with XLA: the ``[B, M, A]`` IoU values are reduced where they are made instead of
+        in a pass over memory per step, and the targets come from the same function. The box axis comes first,
+        so the reductions over boxes are element-wise maxima over whole slices of anchors, which vectorise. One
+        compiled function per image size, cached; XLA compiles it once per box count (a multiple of 8)."""
         cache = self.__dict__.setdefault("_grid_functions", {})
         key = id(grid)
         if key in cache:
@@ -343,7 +343,7 @@ class AnchorEncoder(keras.layers.Layer):
 
     def _assign_atss_grid(self, anchors, levels, boxes, classes, image_height, image_width):
         """``_assign_atss`` for anchors on a grid, with the same candidates, IoU values and decisions, computed
-        only for the candidates: ``[B, M, C]`` arrays with C = 5 x 9 instead of ``[B, A, M]``.
+        only for the candidates: ``[B, M, C]`` arrays, C = levels x ``atss_topk`` (45), instead of ``[B, A, M]``.
 
         The squared centre distance of the anchor in row i and column j is ``dy[i]**2 + dx[j]**2``, so one of the
         ``t`` nearest anchors of a level is in one of the ``t + 1`` rows nearest in y and one of the ``t + 1``
@@ -438,7 +438,8 @@ class AnchorEncoder(keras.layers.Layer):
             # Box targets exist only for the positive anchors (a few hundred of tens of thousands): they are
             # encoded there and scattered into zeros.
             where = tf.where(positive)  # [P, 2] (image, anchor)
-            pos_boxes = tf.gather_nd(boxes_p, tf.stack([where[:, 0], tf.cast(tf.gather_nd(match_idx, where), tf.int64)], 1))
+            rows = tf.cast(tf.gather_nd(match_idx, where), tf.int64)
+            pos_boxes = tf.gather_nd(boxes_p, tf.stack([where[:, 0], rows], 1))
             shape = tf.concat([tf.shape(positive, out_type=tf.int64), [4]], axis=0)
             if "box_targets" in self.outputs:
                 deltas = box_coding.encode_deltas(tf.gather(anchors, where[:, 1]), pos_boxes, self.box_weights)

@@ -92,7 +92,6 @@ def global_sums(local):
     return {n: packed[i] for i, n in enumerate(names)}
 
 
-# ------------------------------------------------------------------------------------------- user losses
 def matched_ground_truth(targets):
     """float32 ``[B, A, 4]``: the ground-truth box assigned to each anchor, 0 where it is not positive. Read from
     the targets' "matched_boxes", or gathered from "boxes" ``[B, M, 4]`` at "matched_indices" ``[B, A]`` (what a
@@ -111,6 +110,7 @@ def matched_ground_truth(targets):
     return ops.take(flat, rows, axis=0)
 
 
+# ------------------------------------------------------------------------------------------- user losses
 def resolve_loss(loss):
     """None (the head's default), a function, or anything `keras.losses.get` accepts (object, name, config)."""
     if loss is None or (callable(loss) and not isinstance(loss, (str, dict))):
