@@ -326,14 +326,7 @@ class AnchorEncoder(keras.layers.Layer):
         chosen_iou = tf.gather(ops.transpose(iou, (0, 2, 1)), ops.concatenate(chosen, axis=2), batch_dims=2)
         thr = _atss_threshold(chosen_iou)  # [B, M]
 
-        eps_y = 0.01 / h_img
-        eps_x = 0.01 / w_img
-        cy = a_ctr[None, :, None, 0]
-        cx = a_ctr[None, :, None, 1]
-        inside = ops.logical_and(
-            ops.logical_and(cy - boxes[:, None, :, 0] > eps_y, boxes[:, None, :, 2] - cy > eps_y),
-            ops.logical_and(cx - boxes[:, None, :, 1] > eps_x, boxes[:, None, :, 3] - cx > eps_x),
-        )
+        inside = _centre_inside(a_ctr[None, :, None, :], boxes[:, None, :, :], h_img, w_img)  # [B, A, M]
         pos_pair = ops.logical_and(ops.logical_and(candidate, inside), iou >= thr[:, None, :])
         scored = ops.where(pos_pair, iou, -1.0)
         match = ops.cast(ops.argmax(scored, axis=2), "int32")
@@ -362,13 +355,7 @@ class AnchorEncoder(keras.layers.Layer):
         gt = boxes[:, :, None, :]
         iou = aligned_iou(cand, gt)  # [B, M, C], the values of pairwise_iou(anchors, boxes)
         thr = _atss_threshold(iou)
-        a_ctr = centers(cand)
-        eps_y = 0.01 / h_img
-        eps_x = 0.01 / w_img
-        inside = ops.logical_and(
-            ops.logical_and(a_ctr[..., 0] - gt[..., 0] > eps_y, gt[..., 2] - a_ctr[..., 0] > eps_y),
-            ops.logical_and(a_ctr[..., 1] - gt[..., 1] > eps_x, gt[..., 3] - a_ctr[..., 1] > eps_x),
-        )
+        inside = _centre_inside(centers(cand), gt, h_img, w_img)  # [B, M, C]
         pos_pair = ops.logical_and(ops.logical_and(inside, iou >= thr[..., None]), valid[..., None])
 
         # An anchor positive for several boxes takes the highest IoU, the first box on ties: per anchor of the
@@ -427,7 +414,7 @@ class AnchorEncoder(keras.layers.Layer):
         if "matched_indices" in self.outputs:
             out["matched_indices"] = tf.where(positive, _gather_rows(source_index, match_idx), -1)
         if dense and ("box_targets" in self.outputs or "matched_boxes" in self.outputs):
-            matched = tf.stack([_gather_rows(boxes_p[..., i], match_idx) for i in range(4)], axis=-1)  # [B, A, 4]
+            matched = _gather_rows(boxes_p, match_idx)  # [B, A, 4]
             keep = positive[..., None]
             if "box_targets" in self.outputs:
                 deltas = box_coding.encode_deltas(anchors, matched, self.box_weights)
@@ -474,9 +461,22 @@ def _atss_threshold(iou):
     return mean + ops.sqrt(var)
 
 
+def _centre_inside(centres, boxes, h_img, w_img):
+    """ATSS's inside test: the anchor centre ``(cy, cx)`` lies inside the box by more than 0.01 pixel on every
+    side (as mmdetection). ``centres [..., 2]`` and ``boxes [..., 4]`` broadcast against each other."""
+    eps_y = 0.01 / h_img
+    eps_x = 0.01 / w_img
+    cy, cx = centres[..., 0], centres[..., 1]
+    return ops.logical_and(
+        ops.logical_and(cy - boxes[..., 0] > eps_y, boxes[..., 2] - cy > eps_y),
+        ops.logical_and(cx - boxes[..., 1] > eps_x, boxes[..., 3] - cx > eps_x),
+    )
+
+
 def _gather_rows(params, index):
-    """``params[b, index[b, a]]``: ``[B, K] x int [B, A] -> [B, A]``, as one gather from the flattened params
-    (much faster on CPU than a gather with ``batch_dims``)."""
-    k = tf.shape(params)[1]
-    offset = tf.range(tf.shape(params)[0]) * k
-    return tf.gather(tf.reshape(params, [-1]), index + offset[:, None])
+    """``params[b, index[b, a]]``: ``[B, K, ...] x int [B, A] -> [B, A, ...]``, as one gather from the params
+    flattened to ``[B * K, ...]`` (much faster on CPU than a gather with ``batch_dims``)."""
+    shape = tf.shape(params)
+    offset = tf.range(shape[0]) * shape[1]
+    flat = tf.reshape(params, tf.concat([[-1], shape[2:]], 0))
+    return tf.gather(flat, index + offset[:, None])
