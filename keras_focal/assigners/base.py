@@ -40,10 +40,13 @@ class Assigner:
     """Base of the assigners. A subclass implements `assign` (see the module docstring) and `get_config`.
 
     - `needs_predictions`: False for a static assigner (anchors + ground truth, runs in tf.data), True for a
-      dynamic one (also the head's detached scores and decoded boxes, runs in the train step).
+      dynamic one (also the head's detached scores and decoded boxes, runs in the train step);
+    - `assignment_keys`: the extra per-anchor entries `assign` returns besides "assignment" (a head whose loss
+      reads them, `DenseHead.assignment_keys`, refuses an assigner without them).
     """
 
     needs_predictions = False
+    assignment_keys = ()
 
     def assign(self, anchor_generator, boxes, classes, image_height, image_width, predictions=None):
         raise NotImplementedError
