@@ -7,6 +7,20 @@ import numpy as np
 import keras
 from keras import ops
 
+# The argument checks live in the public `keras_focal.losses.checks`; re-exported here for the losses' modules.
+from keras_focal.losses.checks import (  # noqa: F401
+    ARGUMENT_CHECKS,
+    check_alpha,
+    check_argument,
+    check_arguments,
+    check_bool,
+    check_class_weights,
+    check_ignore_class,
+    check_label_smoothing,
+    check_non_negative,
+    check_probability,
+)
+
 # Smallest positive normal float32: a floor for quantities that are about to be logged or divided by.
 TINY = float(np.finfo(np.float32).tiny)
 
@@ -97,60 +111,6 @@ def safe_abs_pow(d, exponent):
 def clip_probabilities(p):
     eps = keras.config.epsilon()
     return ops.clip(p, eps, 1.0 - eps)
-
-
-def check_non_negative(value, name):
-    """A finite float >= 0 (gamma, beta), or ValueError naming the argument."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be a non-negative number, got {name}={value!r}.") from None
-    if not np.isfinite(number) or number < 0:
-        raise ValueError(f"`{name}` must be a finite number >= 0, got {name}={number}.")
-    return number
-
-
-def check_alpha(alpha):
-    if alpha is None:
-        return None
-    try:
-        value = float(alpha)
-    except (TypeError, ValueError):
-        raise ValueError(f"`alpha` must be a number in [0, 1] or None, got alpha={alpha!r}.") from None
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"`alpha` must be in [0, 1] (or None for no weighting), got alpha={alpha}.")
-    return value
-
-
-def check_label_smoothing(label_smoothing):
-    value = float(label_smoothing)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"`label_smoothing` must be in [0, 1], got label_smoothing={label_smoothing}.")
-    return value
-
-
-def check_ignore_class(ignore_class):
-    if ignore_class is None:
-        return None
-    if not float(ignore_class).is_integer():
-        raise ValueError(f"`ignore_class` must be an integer or None, got {ignore_class!r}.")
-    return int(ignore_class)
-
-
-# The rule for every hyper-parameter a keras_focal loss takes, by argument name.
-ARGUMENT_CHECKS = {
-    "alpha": check_alpha,
-    "gamma": lambda value: check_non_negative(value, "gamma"),
-    "beta": lambda value: check_non_negative(value, "beta"),
-    "label_smoothing": check_label_smoothing,
-    "from_logits": bool,
-    "ignore_class": check_ignore_class,
-}
-
-
-def check_arguments(**arguments):
-    """The arguments, each checked and converted by its rule in ARGUMENT_CHECKS (ValueError naming it)."""
-    return {name: ARGUMENT_CHECKS[name](value) for name, value in arguments.items()}
 
 
 class LossFunctionWrapper(keras.losses.Loss):
