@@ -108,3 +108,26 @@ def test_rejects_objects_without_detect(tmp_path):
     with pytest.raises(TypeError, match="detect"):
         keras_focal.export.export_saved_model(keras.Sequential([keras.layers.Dense(1)]), str(tmp_path / "x"))
     assert not (tmp_path / "x" / "1").exists()
+
+
+def test_one_version_rule_and_one_labels_reader_for_export_and_evaluation(tmp_path, monkeypatch):
+    """`latest_version_dir` (used by `evaluation.load_detector`) applies `parse_version`: "0010" is version 10, a
+    folder without saved_model.pb is skipped; `read_class_names` takes a version folder or the labels file."""
+    from keras_focal.evaluation import model_eval
+
+    for name, complete in (("2", True), ("0010", True), ("+3", True), ("12", False), ("v99", True)):
+        (tmp_path / name).mkdir()
+        if complete:
+            (tmp_path / name / "saved_model.pb").write_bytes(b"")
+    assert keras_focal.export.latest_version_dir(tmp_path) == str(tmp_path / "0010")
+    assert keras_focal.export.existing_versions(tmp_path) == [2, 3, 10, 12]
+    opened = []
+    monkeypatch.setattr(model_eval.tf.saved_model, "load", opened.append)
+    model_eval.load_detector(str(tmp_path))
+    assert opened == [str(tmp_path / "0010")]
+
+    (tmp_path / "0010" / "assets").mkdir()
+    (tmp_path / "0010" / "assets" / "labels.txt").write_text("cat\ndog\n", encoding="utf-8")
+    assert keras_focal.export.read_class_names(tmp_path / "0010") == ("cat", "dog")
+    assert keras_focal.export.read_class_names(tmp_path / "0010" / "assets" / "labels.txt") == ("cat", "dog")
+    assert keras_focal.export.read_class_names(tmp_path / "2") is None

@@ -24,6 +24,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from keras_focal.data import catalog, shapes_dataset, sources
+from keras_focal.image_limits import DEFAULT_MAX_IMAGE_PIXELS
 
 
 def _aligned(values, n, fill):
@@ -79,7 +80,8 @@ def _to_contract(example, keep_crowd, keep_difficult):
 
 def load(source: str = shapes_dataset.NAME, split: str = "train", *, image_dir: str | None = None,
          class_names=None, on_error: str = "raise", data_dir: str | None = None, shuffle_files: bool = False,
-         download: bool = True, keep_crowd: bool = False, keep_difficult: bool = False, read_config=None):
+         download: bool = True, keep_crowd: bool = False, keep_difficult: bool = False, read_config=None,
+         max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     """Loads a detection dataset as unbatched `(image uint8 [H, W, 3], {"boxes" [M, 4], "classes" [M]})`.
 
     source: a tfds name: "keras_focal_shapes" (default; alias "shapes"; "keras_focal_shapes/small" for the tiny
@@ -97,13 +99,16 @@ def load(source: str = shapes_dataset.NAME, split: str = "train", *, image_dir: 
         image raise when the example is read, naming the file. "skip": such examples are left out, with a warning.
     keep_crowd: keep COCO crowd boxes, flagged in `targets["is_crowd"]` (for evaluation).
     keep_difficult: keep VOC `difficult` objects.
+    max_image_pixels: annotation-file sources only: an image whose header declares more pixels fails (or with
+        "skip", is left out) naming the file, before it is decoded (`keras_focal.image_limits`); None: no limit.
     data_dir, shuffle_files, download, read_config: tensorflow-datasets' own (tfds names only). `download`
         prepares a missing tfds dataset (the built-in one is generated locally, no network).
     """
     if catalog.is_source_path(source):
         annotations = sources.read(source, split, image_dir=image_dir, class_names=class_names,
                                    keep_difficult=keep_difficult, on_error=on_error)
-        return sources.stream(annotations, keep_crowd=keep_crowd, on_error=on_error)
+        return sources.stream(annotations, keep_crowd=keep_crowd, on_error=on_error,
+                              max_image_pixels=max_image_pixels)
     canonical, config = catalog.resolve_name(source)
     if image_dir is not None or class_names is not None:
         raise ValueError(f"image_dir and class_names apply to annotation files, not to the tfds dataset {source!r}")

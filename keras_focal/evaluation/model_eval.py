@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from keras_focal import letterbox as letterboxing
 from keras_focal.evaluation.coco import COCOEvaluator
+from keras_focal.export.layout import latest_version_dir, read_class_names
 
 
 def detection_fn(model):
@@ -159,8 +160,7 @@ def detector_class_names(model):
     asset = getattr(model, "class_names_file", None)
     if asset is None:
         return None
-    with open(asset.asset_path.numpy().decode("utf-8"), encoding="utf-8") as f:
-        return tuple(line.rstrip("\n") for line in f)
+    return read_class_names(asset.asset_path.numpy().decode("utf-8"))
 
 
 def load_detector(path):
@@ -184,10 +184,9 @@ def load_detector(path):
         return keras.saving.load_model(path, compile=False)
     if os.path.isdir(path):
         if not os.path.exists(os.path.join(path, "saved_model.pb")):
-            versions = [d for d in os.listdir(path) if d.isdigit()
-                        and os.path.exists(os.path.join(path, d, "saved_model.pb"))]
-            if not versions:
+            version_dir = latest_version_dir(path)
+            if version_dir is None:
                 raise ValueError(f"{path}: no saved_model.pb and no integer version directories with one.")
-            path = os.path.join(path, max(versions, key=int))
+            path = version_dir
         return tf.saved_model.load(path)
     raise FileNotFoundError(path)

@@ -1,13 +1,16 @@
 """Exports with resize, normalisation, box decoding and NMS in the graph: a SavedModel for TF Serving, and a
 `.tflite` file for the LiteRT interpreter (phones, edge devices)."""
 
-from keras_focal.export.saved_model import (
+from keras_focal.export.layout import (
     LABELS_FILE,
+    LIMITS_FILE,
     existing_versions,
-    export_saved_model,
+    latest_version_dir,
     parse_version,
     read_class_names,
+    read_input_limits,
 )
+from keras_focal.export.saved_model import export_saved_model
 from keras_focal.export.serving import (
     IMAGE_BYTES,
     IMAGES,
@@ -26,8 +29,11 @@ __all__ = [
     "QUANTIZATIONS",
     "existing_versions",
     "parse_version",
+    "latest_version_dir",
     "read_class_names",
+    "read_input_limits",
     "LABELS_FILE",
+    "LIMITS_FILE",
     "DetectionServingModule",
     "build_warmup_requests",
     "write_warmup_requests",

@@ -19,6 +19,8 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from keras_focal import image_limits
+
 ON_ERROR = ("raise", "skip")
 # The image files a source or a folder of photos may hold (what tf.io.decode_image reads).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -182,16 +184,20 @@ def image_bytes_problem(data):
                     tf.where(complete, "", "image data is cut short (truncated file)"))
 
 
-def decode_image_file(path, declared_size=None):
+def decode_image_file(path, declared_size=None, max_image_pixels=image_limits.DEFAULT_MAX_IMAGE_PIXELS):
     """Reads and decodes one image file to RGB uint8 [H, W, 3] inside a tf.data map.
 
     JPEG, PNG, BMP, GIF (first frame); grayscale, RGBA and palette images become RGB. Bytes that are not an
     image, or are cut short, fail with an error naming `path`; so does an image whose size differs from a declared
-    (height, width) (the boxes were normalized with it).
+    (height, width) (the boxes were normalized with it), and, before anything is decoded, an image whose header
+    declares more than `max_image_pixels` pixels (None: no limit; see `keras_focal.image_limits`).
     """
     data = tf.io.read_file(path)
     problem = image_bytes_problem(data)
     check = tf.debugging.Assert(tf.equal(problem, ""), [path, problem], name="check_image_bytes")
+    with tf.control_dependencies([check]):
+        check = image_limits.check_declared_size(data, path, image_limits.check_limit_argument(
+            max_image_pixels, "max_image_pixels"))
     with tf.control_dependencies([check]):
         image = tf.io.decode_image(data, channels=3, expand_animations=False)
     image = tf.ensure_shape(image, [None, None, 3])
@@ -214,13 +220,15 @@ def _ragged(per_image, dtype, inner_shape):
     return tf.RaggedTensor.from_row_lengths(flat.astype(dtype), np.asarray(lengths, np.int64))
 
 
-def stream(annotations, keep_crowd=False, on_error="raise"):
+def stream(annotations, keep_crowd=False, on_error="raise", max_image_pixels=image_limits.DEFAULT_MAX_IMAGE_PIXELS):
     """`Annotations` -> unbatched `(image uint8 [H, W, 3], {"boxes" [M, 4], "classes" [M]})` examples.
 
     keep_crowd: keep crowd boxes, flagged in `targets["is_crowd"]` (bool [M]), for evaluation; otherwise they are
-        left out. on_error="skip" leaves out images whose bytes fail to decode, and tf.data logs a warning naming
-        each one.
+        left out. on_error="skip" leaves out images whose bytes fail to decode or whose header declares more than
+        `max_image_pixels` pixels (None: no limit), and tf.data logs a warning naming each one; "raise" fails
+        the iteration with an error naming the file.
     """
+    max_image_pixels = image_limits.check_limit_argument(max_image_pixels, "max_image_pixels")
     boxes, classes, crowd = annotations.boxes, annotations.classes, annotations.is_crowd
     if not keep_crowd:
         kept = [~np.asarray(c, bool) for c in crowd]
@@ -233,7 +241,7 @@ def stream(annotations, keep_crowd=False, on_error="raise"):
         _ragged(classes, np.int32, ()), _ragged(crowd, np.bool_, ())))
 
     def example(path, size, boxes, classes, crowd):
-        image = decode_image_file(path, size)
+        image = decode_image_file(path, size, max_image_pixels)
         targets = {"boxes": tf.ensure_shape(tf.reshape(tf.convert_to_tensor(boxes), [-1, 4]), [None, 4]),
                    "classes": tf.reshape(tf.convert_to_tensor(classes), [-1])}
         if keep_crowd:
