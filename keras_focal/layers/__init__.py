@@ -1,12 +1,15 @@
-"""Detection layers: anchors, box coding, target assignment, decoding with NMS, GFL integral.
+"""Detection layers: anchors, box coders, the tf.data adapter of a static assigner, decoding with NMS, GFL integral.
 
-Box geometry (IoU, the valid-box rule) lives in `keras_focal.boxes`, anchor-coverage tools in
-`keras_focal.diagnostics`.
+Box geometry (IoU, the valid-box rule) lives in `keras_focal.boxes`, the assigners in `keras_focal.assigners`,
+anchor-coverage tools in `keras_focal.diagnostics`.
 """
 
 from keras_focal.layers.anchor_generator import AnchorGenerator
-from keras_focal.layers.box_coding import (
+from keras_focal.layers.box_coders import (
     BBOX_XFORM_CLIP,
+    BoxCoder,
+    DeltaCoder,
+    DistanceCoder,
     decode_deltas,
     decode_distances,
     encode_deltas,
@@ -19,7 +22,10 @@ from keras_focal.layers.integral import Integral, Scale
 __all__ = [
     "AnchorGenerator",
     "AnchorEncoder",
+    "BoxCoder",
+    "DeltaCoder",
     "DetectionDecoder",
+    "DistanceCoder",
     "Integral",
     "Scale",
     "BBOX_XFORM_CLIP",

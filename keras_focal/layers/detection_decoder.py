@@ -1,10 +1,9 @@
-"""Decoding of the raw head outputs into final detections (top-k per level, threshold, class-aware NMS)."""
+"""Final detections from decoded boxes and per-class scores: top-k per level, threshold, class-aware NMS."""
 
 import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_focal.layers import box_coding
 from keras_focal.layers.anchor_generator import AnchorGenerator
 
 NMS_METHODS = ("combined", "padded")
@@ -12,9 +11,11 @@ NMS_METHODS = ("combined", "padded")
 
 @keras.saving.register_keras_serializable(package="keras_focal")
 class DetectionDecoder(keras.layers.Layer):
-    """Turns ``class_logits [B, A, C]`` and ``box_outputs [B, A, 4]`` into at most ``max_detections`` boxes.
+    """Turns ``scores [B, A, C]`` and ``boxes [B, A, 4]`` into at most ``max_detections`` detections.
 
-    ``dec(class_logits, box_outputs, image_height, image_width)`` returns exactly::
+    ``dec(scores, boxes, image_height, image_width)``: the per-class scores in [0, 1] and the decoded boxes
+    (normalized yxyx) of every anchor, as a head gives them (``head.scores(outputs)``,
+    ``head.decode_boxes(outputs, H, W)``). Nothing here depends on the head. Returns exactly::
 
         {"detection_boxes":   float32 [B, N, 4]  normalized yxyx, clipped to [0, 1],
          "detection_scores":  float32 [B, N]     sorted descending,
@@ -24,11 +25,10 @@ class DetectionDecoder(keras.layers.Layer):
     with ``N = max_detections``; rows ``>= num_detections`` are zeros. Steps, as Detectron / torchvision
     RetinaNet (Focal Loss paper §5 "Inference"):
 
-    1. sigmoid of the logits; box outputs decoded with the anchors: ``box_format="deltas"`` (RetinaNet,
-       ``box_coding.decode_deltas`` with ``box_weights`` and the torchvision log-size clamp) or
-       ``"distances"`` (GFL: left, top, right, bottom in units of the anchor's stride);
-    2. per FPN level, the ``pre_nms_topk`` (1000) highest (anchor, class) scores;
-    3. candidates with score <= ``score_threshold`` (0.05) dropped (torchvision keeps ``score > thresh``); boxes clipped to [0, 1];
+    1. boxes clipped to [0, 1];
+    2. per FPN level (the anchor generator says where each level's anchors are), the ``pre_nms_topk`` (1000)
+       highest (anchor, class) scores;
+    3. candidates with score <= ``score_threshold`` (0.05) dropped (torchvision keeps ``score > thresh``);
     4. class-aware NMS at ``iou_threshold`` (0.5; GFL uses 0.6), ``max_detections`` (100) kept per image.
 
     ``nms_method="combined"`` (default) uses ``tf.image.combined_non_max_suppression``, chosen with
@@ -40,14 +40,11 @@ class DetectionDecoder(keras.layers.Layer):
 
     The layer computes in float32 whatever the inputs' dtype (mixed precision) and traces in
     ``tf.function`` with unknown batch, H and W, so it can sit inside an exported SavedModel.
-    ``DetectionDecoder.deployment(...)`` builds the same decoder with ``score_threshold=0.5``.
     """
 
     def __init__(
         self,
         anchor_generator=None,
-        box_format="deltas",
-        box_weights=(1.0, 1.0, 1.0, 1.0),
         score_threshold=0.05,
         pre_nms_topk=1000,
         iou_threshold=0.5,
@@ -58,13 +55,9 @@ class DetectionDecoder(keras.layers.Layer):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         anchor_generator = AnchorGenerator.resolve(anchor_generator)
-        if box_format not in ("deltas", "distances"):
-            raise ValueError(f"box_format must be 'deltas' or 'distances', got {box_format!r}")
         if nms_method not in NMS_METHODS:
             raise ValueError(f"nms_method must be one of {NMS_METHODS}, got {nms_method!r}")
         self.anchor_generator = anchor_generator
-        self.box_format = box_format
-        self.box_weights = tuple(float(w) for w in box_weights)
         self.score_threshold = float(score_threshold)
         self.pre_nms_topk = int(pre_nms_topk)
         self.iou_threshold = float(iou_threshold)
@@ -72,31 +65,13 @@ class DetectionDecoder(keras.layers.Layer):
         self.nms_method = nms_method
         self.built = True
 
-    @classmethod
-    def deployment(cls, anchor_generator=None, **kwargs):
-        """The decoder for serving: confidence threshold 0.5 instead of the evaluation setting 0.05."""
-        kwargs.setdefault("score_threshold", 0.5)
-        return cls(anchor_generator=anchor_generator, **kwargs)
-
-    def __call__(self, class_logits, box_outputs, image_height, image_width, **kwargs):
+    def __call__(self, scores, boxes, image_height, image_width, **kwargs):
         # Keras only accepts tensors as positional arguments; the image size may be a python int.
-        return super().__call__(
-            class_logits, box_outputs, image_height=image_height, image_width=image_width, **kwargs
-        )
+        return super().__call__(scores, boxes, image_height=image_height, image_width=image_width, **kwargs)
 
     # ------------------------------------------------------------------ decoding
-    def decode_boxes(self, box_outputs, image_height, image_width):
-        """float32 ``[B, A, 4]`` normalized yxyx boxes (not clipped) from the regression outputs."""
-        gen = self.anchor_generator
-        anchors = gen(image_height, image_width)
-        box_outputs = ops.cast(box_outputs, "float32")
-        if self.box_format == "deltas":
-            return box_coding.decode_deltas(anchors, box_outputs, self.box_weights)
-        strides = gen.anchor_strides(image_height, image_width)
-        return box_coding.decode_distances(anchors, box_outputs, strides, image_height, image_width)
-
     def _candidates(self, scores, boxes, image_height, image_width):
-        """Top ``pre_nms_topk`` (anchor, class) pairs of each level of ``scores`` (probabilities or logits)
+        """Top ``pre_nms_topk`` (anchor, class) pairs of each level of ``scores``
         -> scores [B,K], boxes [B,K,4], classes [B,K]."""
         gen = self.anchor_generator
         num_classes = ops.shape(scores)[-1]
@@ -124,19 +99,14 @@ class DetectionDecoder(keras.layers.Layer):
             ops.concatenate(out_c, axis=1),
         )
 
-    def call(self, class_logits, box_outputs, image_height, image_width):
-        class_logits = ops.cast(class_logits, "float32")
-        boxes = ops.clip(self.decode_boxes(box_outputs, image_height, image_width), 0.0, 1.0)
-        num_classes = ops.shape(class_logits)[-1]
-        # top-k on the logits (sigmoid is monotonic), then the sigmoid of the candidates only: the same
-        # candidates as top-k on the probabilities, without a sigmoid over all A * C logits.
-        cand_l, cand_b, cand_c = self._candidates(class_logits, boxes, image_height, image_width)
-        cand_s = ops.sigmoid(cand_l)
+    def call(self, scores, boxes, image_height, image_width):
+        scores = ops.cast(scores, "float32")
+        boxes = ops.clip(ops.cast(boxes, "float32"), 0.0, 1.0)
+        num_classes = ops.shape(scores)[-1]
+        cand_s, cand_b, cand_c = self._candidates(scores, boxes, image_height, image_width)
         if self.nms_method == "combined":
-            out = self._nms_combined(cand_s, cand_b, cand_c, num_classes)
-        else:
-            out = self._nms_padded(cand_s, cand_b, cand_c)
-        return out
+            return self._nms_combined(cand_s, cand_b, cand_c, num_classes)
+        return self._nms_padded(cand_s, cand_b, cand_c)
 
     # ------------------------------------------------------------------ NMS back ends
     def _nms_combined(self, cand_s, cand_b, cand_c, num_classes):
@@ -202,8 +172,8 @@ class DetectionDecoder(keras.layers.Layer):
             "num_detections": valid,
         }
 
-    def compute_output_spec(self, class_logits, box_outputs, image_height=None, image_width=None):
-        batch = class_logits.shape[0]
+    def compute_output_spec(self, scores, boxes, image_height=None, image_width=None):
+        batch = scores.shape[0]
         n = self.max_detections
         return {
             "detection_boxes": keras.KerasTensor((batch, n, 4), dtype="float32"),
@@ -217,8 +187,6 @@ class DetectionDecoder(keras.layers.Layer):
         config.update(
             {
                 "anchor_generator": keras.saving.serialize_keras_object(self.anchor_generator),
-                "box_format": self.box_format,
-                "box_weights": list(self.box_weights),
                 "score_threshold": self.score_threshold,
                 "pre_nms_topk": self.pre_nms_topk,
                 "iou_threshold": self.iou_threshold,

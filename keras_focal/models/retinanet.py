@@ -1,5 +1,6 @@
 """RetinaNet (Lin et al. 2017, "Focal Loss for Dense Object Detection"): backbone + FPN + head, one functional Keras
-model. The head is RetinaNet's own (`RetinaNetHead`) or GFL's (`GFLHead`, Li et al. 2020, "Generalized Focal Loss").
+model. The head is an object (`keras_focal.models.heads`): RetinaNet's own (`RetinaNetHead`), GFL's (`GFLHead`, Li
+et al. 2020, "Generalized Focal Loss") or any registered one; by name it comes from the head registry.
 
 The story, in the order the data flows:
 1. Images, RGB in [0, 255] of any size and dtype, are normalized inside the model (ImageNet mean / std).
@@ -7,13 +8,14 @@ The story, in the order the data flows:
    Network Backbone"); the head says whether P6 comes from C5 or P5.
 3. The head, shared across levels, predicts class logits and box outputs for every anchor (Sec. 4,
    "Classification Subnet", "Box Regression Subnet"). `model(images)` returns these raw outputs.
-4. Training (`compute_loss`): the head's AnchorEncoder assigns ground truth to anchors, in the tf.data pipeline
-   (`make_dataset(encoder=model.anchor_encoder)`) or, when the targets carry only boxes and classes, in the train
-   step; the head's loss is normalized over the global batch.
-5. Inference (`detect`, used by `predict` and by the SavedModel export): the head turns its box outputs into what
-   `model.prediction_decoder` reads, and the decoder keeps the top 1000 candidates per level above score 0.05,
-   decodes the boxes and applies per-class NMS (IoU 0.5 for RetinaNet, 0.6 for GFL), 100 detections
-   (Sec. 4, "Inference"). The decoding settings live in the decoder only: `model.score_threshold = 0.3` (or
+4. Training (`compute_loss`): the head's assigner gives each anchor its ground truth. A static assigner runs in
+   the tf.data pipeline (`make_dataset(encoder=model.anchor_encoder)`) or, when the targets carry only boxes and
+   classes, in the train step; a dynamic one (`assigner.needs_predictions`) in the train step, with the head's
+   detached predictions (`head.assign_targets`). The head's loss is normalized over the global batch.
+5. Inference (`detect`, used by `predict` and by the SavedModel export): the head turns its outputs into
+   per-class scores (`head.scores`) and boxes (`head.decode_boxes`, its box coder), and `model.prediction_decoder`
+   keeps the top 1000 candidates per level above score 0.05 and applies per-class NMS (IoU 0.5 for RetinaNet,
+   0.6 for GFL), 100 detections (Sec. 4, "Inference"). The decoding settings live in the decoder only: `model.score_threshold = 0.3` (or
    `max_detections`, `iou_threshold`, `pre_nms_topk`) replaces it, and `predict` and the export both follow.
 """
 
@@ -24,7 +26,8 @@ from keras_focal.layers import DetectionDecoder
 from keras_focal.models.backbones import build_backbone
 from keras_focal.models.fpn import feature_pyramid
 from keras_focal.models.heads import HEADS, get_head
-from keras_focal.models.heads.base import num_replicas, resolve_loss
+from keras_focal.models.heads.normalizers import num_replicas
+from keras_focal.models.heads.user_loss import resolve_loss
 
 # ImageNet statistics, the normalization of the keras-hub ResNet presets.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -45,23 +48,6 @@ class ImageNormalization(keras.layers.Layer):
         return (images - mean) / std
 
 
-def _named_head_arguments(head, head_convs, focal_alpha, focal_gamma, reg_max):
-    """The constructor arguments of a head given by name; the keyword arguments of the other head are ignored."""
-    if not isinstance(head, str):
-        given = {k: v for k, v in dict(head_convs=head_convs, focal_alpha=focal_alpha, focal_gamma=focal_gamma,
-                                       reg_max=reg_max).items() if v is not None}
-        if given:
-            raise ValueError(f"{sorted(given)} only apply to head='retina' / 'gfl'; with a head object set them on "
-                             "the head (num_convs, alpha, gamma, reg_max)")
-        return {}
-    arguments = {"num_convs": head_convs}
-    if head == "retina":
-        arguments.update(alpha=focal_alpha, gamma=focal_gamma)
-    elif head == "gfl":
-        arguments.update(reg_max=reg_max)
-    return {k: v for k, v in arguments.items() if v is not None}
-
-
 @keras.saving.register_keras_serializable(package="keras_focal")
 class RetinaNet(keras.Model):
     """A one-stage detector, backbone + FPN + head, as a functional Keras model.
@@ -70,10 +56,12 @@ class RetinaNet(keras.Model):
         num_classes: number of foreground classes (no background class: the heads use sigmoids).
         backbone: "resnet18" | "resnet34" | "resnet50" | "resnet101" | "resnet152", or a Keras model exposing
             C3-C5 (keras-hub `pyramid_outputs` with keys P3-P5, or exactly three outputs).
-        head: "retina" (focal loss, 9 anchors per location), "gfl" (QFL + DFL + GIoU, ATSS, 1 anchor), or a head
-            object (`keras_focal.models.heads.RetinaNetHead(...)`, `GFLHead(...)`).
+        head: a registered head name (`sorted(keras_focal.models.HEADS)`: "retina", focal loss, 9 anchors per
+            location; "gfl", QFL + DFL + GIoU, ATSS, 1 anchor), built with its defaults, or a head object with its
+            own hyper-parameters and assigner (`RetinaNetHead(alpha=0.5, assigner=ATSSAssigner())`, `GFLHead(...)`).
         fpn_width: channels of the FPN, and so of the head convs; 256 in both papers.
-        head_convs: convs per subnet tower of a named head (4 in both papers).
+        head_convs: convs per tower of a head given by name (every head's `num_convs`; 4 in both papers); with a
+            head object set `num_convs` on it.
         image_size: (height, width) the model is trained and served at; the SavedModel export resizes to it.
         backbone_weights: None (random init), "imagenet" (keras-hub preset, needs a network) or a local file.
         freeze_stem, freeze_batchnorm: freeze the backbone's stem / run its BatchNorms in inference mode
@@ -85,8 +73,6 @@ class RetinaNet(keras.Model):
             replica, so the result does not depend on how the global batch is split; see docs/distributed.md.
         score_threshold, iou_threshold, pre_nms_topk, max_detections: decoding (0.05, the head's NMS IoU when
             None: 0.5 RetinaNet, 0.6 GFL, 1000, 100). Attributes of the same names change them later.
-        focal_alpha, focal_gamma: focal loss of head="retina" (0.25, 2.0 when None; Sec. 3.2 and Table 1b).
-        reg_max: distribution bins minus one of head="gfl" (16 when None: 17 bins).
         class_names: None, or one name per class (index = detection class); kept in `get_config`, so a `.keras`
             file knows them, and written beside an exported SavedModel as `assets/labels.txt`.
         symmetric_padding: pad the FPN's stride-2 convs (P6, P7) on every side, as torch does.
@@ -100,9 +86,11 @@ class RetinaNet(keras.Model):
     def __init__(self, num_classes, backbone="resnet50", head="retina", fpn_width=256, head_convs=None,
                  image_size=(512, 512), backbone_weights=None, freeze_stem=False, freeze_batchnorm=None,
                  score_threshold=0.05, iou_threshold=None, pre_nms_topk=1000, max_detections=100,
-                 focal_alpha=None, focal_gamma=None, reg_max=None, sync_batchnorm=None, class_names=None,
-                 symmetric_padding=False, trainable_backbone_layers=None, letterbox=False, **kwargs):
-        head = get_head(head, **_named_head_arguments(head, head_convs, focal_alpha, focal_gamma, reg_max))
+                 sync_batchnorm=None, class_names=None, symmetric_padding=False, trainable_backbone_layers=None,
+                 letterbox=False, **kwargs):
+        if head_convs is not None and not isinstance(head, str):
+            raise ValueError("head_convs only applies to a head given by name; set num_convs on the head object")
+        head = get_head(head, **({} if head_convs is None else {"num_convs": head_convs}))
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if class_names is not None:
@@ -125,7 +113,7 @@ class RetinaNet(keras.Model):
         pyramid = feature_pyramid(c3, c4, c5, fpn_width, extra_levels_from=head.fpn_extra_levels_from,
                                   symmetric_padding=symmetric_padding)
         outputs = head(pyramid, int(num_classes))
-        name = kwargs.pop("name", "retinanet" if head.name == "retina" else head.name)
+        name = kwargs.pop("name", head.detector_name)
         super().__init__(inputs=images, outputs=outputs, name=name, **kwargs)
 
         self.num_classes = int(num_classes)
@@ -146,7 +134,6 @@ class RetinaNet(keras.Model):
         self.anchor_encoder = head.anchor_encoder()
         self._decoder = DetectionDecoder(
             anchor_generator=head.anchor_generator,
-            box_format=head.box_format,
             score_threshold=score_threshold,
             iou_threshold=head.nms_iou_threshold if iou_threshold is None else iou_threshold,
             pre_nms_topk=pre_nms_topk,
@@ -159,7 +146,7 @@ class RetinaNet(keras.Model):
 
     @property
     def head(self):
-        """The head's name ("retina", "gfl"); the head object is `detection_head`."""
+        """The head's registered name ("retina", "gfl", ...); the head object is `detection_head`."""
         return self.detection_head.name
 
     @property
@@ -182,7 +169,7 @@ class RetinaNet(keras.Model):
         self.predict_function = None  # traced with the old decoder
 
     def _set_decoding(self, **settings):
-        config = {k: getattr(self._decoder, k) for k in DECODING_SETTINGS + ("box_format", "nms_method")}
+        config = {k: getattr(self._decoder, k) for k in DECODING_SETTINGS + ("nms_method",)}
         config.update(settings)
         self.prediction_decoder = DetectionDecoder(anchor_generator=self.anchor_generator, **config)
 
@@ -205,7 +192,7 @@ class RetinaNet(keras.Model):
         """Compiles with the head's losses (the papers'); `classification_loss` / `box_loss` replace them.
 
         Each is a Keras or keras_focal Loss object (or its name / config) or a plain function `fn(y_true, y_pred)`,
-        evaluated element by element with its reduction set aside (`keras_focal.models.heads.base.per_element`),
+        evaluated element by element with its reduction set aside (`keras_focal.models.heads.user_loss.per_element`),
         then summed and normalized as the head's own loss:
         - classification_loss: one value per (anchor, class), from the one-hot (RetinaNet) or IoU-quality (GFL)
           targets and the logits, or the probabilities for a Loss with `from_logits=False`;
@@ -218,25 +205,15 @@ class RetinaNet(keras.Model):
         self.box_loss = resolve_loss(box_loss)
         super().compile(optimizer=optimizer, **kwargs)
 
-    def encode_targets(self, images, targets):
-        """Adds anchor targets to `targets` unless the tf.data pipeline already did (the fast path)."""
-        if "class_targets" in targets:
-            return targets
-        height, width = ops.shape(images)[1], ops.shape(images)[2]
-        classes = targets["classes"]
-        if "is_crowd" in targets:  # crowd regions are never training targets (as in the tf.data encoder)
-            classes = ops.where(ops.cast(targets["is_crowd"], "int32") > 0, -1, classes)
-        encoded = self.anchor_encoder(targets["boxes"], classes, height, width)
-        return {**targets, **encoded}
-
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if not isinstance(y, dict) or not ({"class_targets"} <= set(y) or {"boxes", "classes"} <= set(y)):
             raise ValueError(
                 "RetinaNet expects targets as a dict with 'boxes' [B, M, 4] and 'classes' [B, M] "
                 f"(padded with -1), got {type(y).__name__}"
                 + (f" with keys {sorted(y)}" if isinstance(y, dict) else ""))
-        targets = self.encode_targets(x, y)
         height, width = ops.shape(x)[1], ops.shape(x)[2]
+        # anchor targets from the pipeline, or the head's assigner here (static, or dynamic with the predictions)
+        targets = self.detection_head.assign_targets(y, y_pred, height, width)
         class_loss, box_loss = self.detection_head.loss(
             targets, y_pred, height, width, classification_loss=self.classification_loss, box_loss=self.box_loss)
         # Trackers show the global-batch values: each replica holds its share (Keras' own unscale convention).
@@ -253,8 +230,9 @@ class RetinaNet(keras.Model):
         images = ops.convert_to_tensor(images)
         outputs = self(images, training=False)
         height, width = ops.shape(images)[1], ops.shape(images)[2]
-        boxes = self.detection_head.box_predictions(outputs["box_outputs"])
-        return self.prediction_decoder(outputs["class_logits"], boxes, height, width)
+        scores = self.detection_head.scores(outputs)
+        boxes = self.detection_head.decode_boxes(outputs, height, width)
+        return self.prediction_decoder(scores, boxes, height, width)
 
     def predict_step(self, data):
         x = data[0] if isinstance(data, (tuple, list)) else data

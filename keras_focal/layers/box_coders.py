@@ -1,6 +1,11 @@
-"""Box coding between normalized yxyx boxes and the regression targets of the heads.
+"""Box coders: between normalized yxyx boxes and what a head's box outputs predict. A coder encodes the matched
+ground truth for the loss and decodes the predictions for inference; a head holds one (`head.box_coder`).
 
-RetinaNet (``encode_deltas`` / ``decode_deltas``)
+``coder.encode(anchors, boxes, image_height, image_width, strides)`` and
+``coder.decode(anchors, codes, image_height, image_width, strides)`` with anchors ``[A, 4]``, boxes / codes
+``[..., A, 4]`` and ``strides`` ``[A]`` (``AnchorGenerator.anchor_strides``, pixels) broadcast over the leading axes.
+
+``DeltaCoder`` (RetinaNet; ``encode_deltas`` / ``decode_deltas``)
     The R-CNN parameterisation used by Detectron, torchvision and mmdetection::
 
         dy = wy * (cy - cy_a) / h_a        dx = wx * (cx - cx_a) / w_a
@@ -19,7 +24,7 @@ RetinaNet (``encode_deltas`` / ``decode_deltas``)
     ``exp`` (``log(1000 / 16)``), which keeps an untrained head from producing ``inf`` boxes; we apply it
     here before handing the deltas over.
 
-GFL (``encode_distances`` / ``decode_distances``)
+``DistanceCoder`` (GFL, TOOD; ``encode_distances`` / ``decode_distances``)
     Distances (left, top, right, bottom) from the anchor centre to the box sides, in units of the anchor's
     stride (mmdetection's GFL head divides by the stride). In normalized coordinates a distance ``d`` (in
     strides) is ``d * stride / W`` along x and ``d * stride / H`` along y.
@@ -36,6 +41,9 @@ BBOX_XFORM_CLIP = math.log(1000.0 / 16.0)
 
 __all__ = [
     "BBOX_XFORM_CLIP",
+    "BoxCoder",
+    "DeltaCoder",
+    "DistanceCoder",
     "encode_deltas",
     "decode_deltas",
     "encode_distances",
@@ -156,3 +164,71 @@ def decode_distances(anchors, distances, strides, image_height, image_width):
     ymax = cy + distances[..., 3] * uy
     xmax = cx + distances[..., 2] * ux
     return ops.stack([ymin, xmin, ymax, xmax], axis=-1)
+
+
+class BoxCoder:
+    """Base of the box coders: `encode` (boxes -> codes, for the loss) and `decode` (codes -> boxes, for
+    inference and for losses on decoded boxes), both float32 ``[..., A, 4]``."""
+
+    def encode(self, anchors, boxes, image_height, image_width, strides=None):
+        raise NotImplementedError
+
+    def decode(self, anchors, codes, image_height, image_width, strides=None):
+        raise NotImplementedError
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        arguments = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({arguments})"
+
+
+@keras.saving.register_keras_serializable(package="keras_focal")
+class DeltaCoder(BoxCoder):
+    """The R-CNN deltas ``(dy, dx, log dh, log dw) * weights`` (RetinaNet); ``clip`` bounds the log-size deltas
+    before ``exp`` on decoding (torchvision's ``log(1000 / 16)``; None: no bound). Image size and strides unused."""
+
+    def __init__(self, weights=(1.0, 1.0, 1.0, 1.0), clip=BBOX_XFORM_CLIP):
+        _variance(weights)  # checks them
+        self.weights = tuple(float(w) for w in weights)
+        self.clip = None if clip is None else float(clip)
+
+    def encode(self, anchors, boxes, image_height=None, image_width=None, strides=None):
+        return encode_deltas(anchors, boxes, self.weights)
+
+    def decode(self, anchors, codes, image_height=None, image_width=None, strides=None):
+        return decode_deltas(anchors, codes, self.weights, clip=self.clip)
+
+    def get_config(self):
+        return {"weights": list(self.weights), "clip": self.clip}
+
+
+@keras.saving.register_keras_serializable(package="keras_focal")
+class DistanceCoder(BoxCoder):
+    """Distances (left, top, right, bottom) from the anchor centre to the box sides, in strides (GFL, TOOD)."""
+
+    def encode(self, anchors, boxes, image_height, image_width, strides=None):
+        if strides is None:
+            raise ValueError("DistanceCoder.encode needs the anchors' strides")
+        return encode_distances(anchors, boxes, strides, image_height, image_width)
+
+    def decode(self, anchors, codes, image_height, image_width, strides=None):
+        if strides is None:
+            raise ValueError("DistanceCoder.decode needs the anchors' strides")
+        return decode_distances(anchors, codes, strides, image_height, image_width)
+
+
+def resolve_box_coder(value, default):
+    """None (-> `default()`), a BoxCoder, or its serialized config -> a BoxCoder."""
+    if value is None:
+        return default()
+    if isinstance(value, dict):
+        value = keras.saving.deserialize_keras_object(value)
+    if not isinstance(value, BoxCoder):
+        raise TypeError(f"box_coder must be a BoxCoder object (DeltaCoder, DistanceCoder), got {type(value).__name__}")
+    return value
