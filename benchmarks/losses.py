@@ -11,7 +11,8 @@ point: the memory a forward + backward call needs beyond its inputs. Reported: m
 an effective bandwidth (bytes of logits + labels read and gradient written, per second), peak memory and the ratios
 to the peer.
 
-Peers: FocalLoss vs keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, from_logits=True),
+Peers: FocalLoss (scalar alpha, and `keras_focal_vector_alpha`: one alpha per class, which must cost the same:
+the ratio of the two is printed per mode) vs keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, from_logits=True),
 keras_cv.losses.FocalLoss (skipped with a message if keras-cv is not installed) and the same formula written with
 plain autodiff (no custom gradient), plus `floor` (mean(x * y): the least time and memory any loss with a full-size
 gradient takes in this harness); QFL and DFL vs a direct keras.ops transcription of their formulas.
@@ -31,7 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 IMPLEMENTATIONS = {
-    "focal": ["keras_focal", "keras_core", "keras_cv", "autodiff_transcription", "floor"],
+    "focal": ["keras_focal", "keras_focal_vector_alpha", "keras_core", "keras_cv", "autodiff_transcription", "floor"],
     "qfl": ["keras_focal", "transcription"],
     "dfl": ["keras_focal", "transcription"],
 }
@@ -70,6 +71,13 @@ def _make_fn(loss_name, impl):
             from keras_focal.losses import FocalLoss
 
             return FocalLoss(alpha=0.25, gamma=2.0, from_logits=True)
+        if impl == "keras_focal_vector_alpha":
+            # One alpha per class (the last axis), compiled into the same fused kernel as a constant vector.
+            import numpy as np
+
+            from keras_focal.losses import FocalLoss
+
+            return FocalLoss(alpha=np.linspace(0.1, 0.4, _NUM_CLASSES[0]).tolist(), gamma=2.0, from_logits=True)
         if impl == "keras_core":
             return keras.losses.BinaryFocalCrossentropy(
                 apply_class_balancing=True, alpha=0.25, gamma=2.0, from_logits=True
@@ -142,11 +150,15 @@ def _inputs(loss_name, shape, seed=0):
     return labels, logits
 
 
+_NUM_CLASSES = [None]  # the last axis of the logits, set by the child before the loss is built
+
+
 def child(loss_name, impl, mode, shape, repeats):
     import numpy as np
     import tensorflow as tf
 
     sys.path.insert(0, ROOT)
+    _NUM_CLASSES[0] = shape[-1]
     fn = _make_fn(loss_name, impl)
     labels, logits = _inputs(loss_name, shape)
 
@@ -252,6 +264,10 @@ def main():
                 gpu = f"{r['gpu_peak_gb']:.2f}" if "gpu_peak_gb" in r else "-"
                 print(f"{impl:<24}{mode:<10}{r['ms']:>11.1f}{r['gbps']:>8.2f}{r['peak_rss_gb']:>13.2f}"
                       f"{r['peak_over_inputs_gb']:>13.2f}{gpu:>13}{speedup:>9.2f}x{memory:>8.2f}x")
+            scalar, vector = results.get("keras_focal", {}), results.get("keras_focal_vector_alpha", {})
+            if "ms" in scalar and "ms" in vector:
+                print(f"{'':<24}{mode:<10}vector alpha / scalar alpha: {vector['ms'] / scalar['ms']:.2f}x time, "
+                      f"{vector['peak_over_inputs_gb'] / max(scalar['peak_over_inputs_gb'], 1e-9):.2f}x memory")
         print(f"(speed-up and memory are relative to {PEER[loss_name]}; memory: GPU peak if any, else the "
               "peak RSS growth over the inputs)\n")
 

@@ -130,3 +130,77 @@ def average_precision(labels, scores):
     hits = np.cumsum(labels)
     precision = hits / np.arange(1, len(labels) + 1)
     return float(np.sum(precision * labels) / max(labels.sum(), 1))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Per-class weights, ignored labels and the reductions that leave them out
+
+
+def class_balanced_weights(counts, method="effective", beta=0.999):
+    """Cui et al. 2019: w_c = (1 - beta) / (1 - beta^n_c) ("effective") or 1 / n_c ("inverse"), summing to C."""
+    n = np.asarray(counts, np.float64)
+    w = (1.0 - beta) / (1.0 - beta**n) if method == "effective" else 1.0 / n
+    return w * len(n) / w.sum()
+
+
+def masked_reduce(values, kept, sample_weight=None, reduction="sum_over_batch_size"):
+    """Keras' rule for ignored entries: the weighted sum over kept entries divided by the number of kept entries
+    ("sum_over_batch_size"), or by their summed weights ("mean_with_sample_weight"). `values` and `kept` are
+    element-wise; `sample_weight` broadcasts over trailing axes."""
+    values = np.asarray(values, np.float64) * kept
+    w = np.ones_like(values) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    w = np.broadcast_to(w.reshape(w.shape + (1,) * (values.ndim - w.ndim)), values.shape)
+    total = np.sum(values * w)
+    if reduction == "sum_over_batch_size":
+        return total / max(kept.sum(), 1)
+    if reduction == "mean_with_sample_weight":
+        return total / np.sum(w * kept)
+    raise ValueError(reduction)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Other libraries' focal losses, from their published source / documentation (none of them is imported)
+
+
+def tfa_sigmoid_focal_crossentropy(y, x, alpha=0.25, gamma=2.0, from_logits=False):
+    """tensorflow_addons.losses.sigmoid_focal_crossentropy: BCE (Keras' clipped BCE on probabilities), `if alpha:`
+    and `if gamma:` guards (alpha=0 means no weighting), SUMMED over the last axis; the class's default reduction is
+    NONE (one value per example)."""
+    y = np.asarray(y, np.float64)
+    p = sigmoid(x) if from_logits else np.asarray(x, np.float64)
+    if from_logits:
+        ce = np.logaddexp(0.0, x) - y * np.asarray(x, np.float64)
+    else:
+        pc = np.clip(p, EPS, 1 - EPS)
+        ce = -(y * np.log(pc) + (1 - y) * np.log(1 - pc))
+    p_t = y * p + (1 - y) * (1 - p)
+    a = y * alpha + (1 - y) * (1 - alpha) if alpha else 1.0
+    m = (1 - p_t) ** gamma if gamma else 1.0
+    return np.sum(a * m * ce, axis=-1)
+
+
+def keras_cv_focal(y, x, alpha=0.25, gamma=2.0, from_logits=False):
+    """keras_cv.losses.FocalLoss.call: sigmoid (if from_logits), Keras' clipped binary cross-entropy,
+    alpha where y == 1 else 1 - alpha, (1 - p_t)^gamma, SUMMED over the last axis (then Keras' reduction)."""
+    y = np.asarray(y, np.float64)
+    p = sigmoid(x) if from_logits else np.asarray(x, np.float64)
+    pc = np.clip(p, EPS, 1 - EPS)
+    ce = -(y * np.log(pc) + (1 - y) * np.log(1 - pc))
+    a = np.where(y == 1.0, alpha, 1.0 - alpha)
+    p_t = y * p + (1 - y) * (1 - p)
+    return np.mean(np.sum(a * (1 - p_t) ** gamma * ce, axis=-1))
+
+
+def torchvision_sigmoid_focal_loss(x, y, alpha=0.25, gamma=2.0, reduction="none"):
+    """torchvision.ops.sigmoid_focal_loss(inputs=logits, targets, alpha, gamma, reduction): BCE with logits times
+    (1 - p_t)^gamma, times alpha_t when alpha >= 0 (alpha=-1: no weighting); "none" | "mean" | "sum" over ALL
+    elements."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    p = sigmoid(x)
+    ce = np.logaddexp(0.0, x) - y * x
+    p_t = p * y + (1 - p) * (1 - y)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = (alpha * y + (1 - alpha) * (1 - y)) * loss
+    return {"none": loss, "mean": loss.mean(), "sum": loss.sum()}[reduction]

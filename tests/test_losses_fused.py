@@ -22,6 +22,8 @@ def _cases():
         ("focal", lambda y, x: focal_loss(y, x, alpha=0.25, gamma=2.0, from_logits=True), hard, x),
         ("focal_gamma_0.5", lambda y, x: focal_loss(y, x, alpha=None, gamma=0.5, from_logits=True), soft, x),
         ("balanced", lambda y, x: focal_loss(y, x, alpha=0.4, gamma=0.0, from_logits=True), hard, x),
+        ("focal_vector_alpha", lambda y, x: focal_loss(
+            y, x, alpha=np.linspace(0.1, 0.9, x.shape[-1]).tolist(), gamma=2.0, from_logits=True), hard, x),
         ("qfl", lambda y, x: quality_focal_loss(y, x, beta=2.0, from_logits=True), soft * hard, x),
         ("qfl_beta_1.5", lambda y, x: quality_focal_loss(y, x, beta=1.5, from_logits=True), soft, x),
         ("dfl", lambda y, x: distribution_focal_loss(y, x, from_logits=True),

@@ -1,7 +1,8 @@
 """The focal-loss family, Generalized Focal Loss (QFL / DFL) and the box losses, for Keras 3.
 
 Each loss is a plain function returning unreduced values plus a `keras.losses.Loss` subclass registered under the
-"keras_focal" package.
+"keras_focal" package. Everything here is written with `keras.ops` and runs under the TensorFlow, JAX and PyTorch
+backends; `keras_focal.losses.checks` holds the argument checks.
 """
 
 from keras_focal.losses.box import GIoULoss, SmoothL1Loss, giou_loss, smooth_l1_loss
@@ -12,6 +13,7 @@ from keras_focal.losses.focal import (
     SparseCategoricalFocalLoss,
     balanced_crossentropy,
     categorical_focal_loss,
+    class_weights_from_counts,
     focal_loss,
     sparse_categorical_focal_loss,
 )
@@ -33,6 +35,7 @@ __all__ = [
     "SparseCategoricalFocalLoss",
     "balanced_crossentropy",
     "categorical_focal_loss",
+    "class_weights_from_counts",
     "distribution_focal_loss",
     "focal_loss",
     "giou_loss",

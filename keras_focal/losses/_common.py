@@ -122,14 +122,29 @@ class LossFunctionWrapper(keras.losses.Loss):
     `sample_weight` come after. `match_unit_axis` accepts Keras' (batch,) labels with (batch, 1) predictions.
     The arguments are checked once, here, become attributes (`loss.alpha`), and make up `get_config` with
     `name`, `reduction` and `dtype`.
+
+    A `sample_weight` of the leading shape of the per-example values (`[B]` for `[B, H, W]` values) is given
+    trailing unit axes, so that it weights whole examples instead of broadcasting against the last axis.
+
+    Ignored entries (`ignore_class`, with `kept_fn(y_true, y_pred, ignore_class)` giving the boolean mask of the
+    entries that count, the shape of `fn`'s output): `fn` gives them 0. With `last_axis="mean"` the value of an
+    example is the mean over its kept entries and its weight k = (kept entries) / (entries on the last axis), so
+    that the unreduced value (value times k) is the mean over the last axis with ignored entries as 0. The weight
+    multiplies `sample_weight` and, for "sum_over_batch_size" / "mean", is scaled by (number of values) /
+    sum(k), Keras' own rule for masked entries (`keras.losses.SparseCategoricalCrossentropy(ignore_class=...)`):
+
+        sum_over_batch_size = sum(sample_weight * loss over kept entries) / (number of kept entries)
+        mean_with_sample_weight = sum(sample_weight * loss over kept entries) / sum(sample_weight over kept entries)
+        sum = sum(sample_weight * value),  None: the values, 0 where everything is ignored
     """
 
     def __init__(self, fn, last_axis=None, match_unit_axis=False, name=None, reduction="sum_over_batch_size",
-                 dtype=None, **arguments):
+                 dtype=None, kept_fn=None, **arguments):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         if last_axis not in (None, "mean", "sum"):
             raise ValueError(f"last_axis must be None, 'mean' or 'sum', got {last_axis!r}")
         self.fn = fn
+        self.kept_fn = kept_fn
         self.last_axis = last_axis
         self.match_unit_axis = bool(match_unit_axis)
         # The user's dtype as given (Keras keeps only the policy), so that get_config is complete.
@@ -138,15 +153,50 @@ class LossFunctionWrapper(keras.losses.Loss):
         for argument, value in check_arguments(**arguments).items():
             setattr(self, argument, value)
 
-    def call(self, y_true, y_pred):
+    def _ignoring(self):
+        return self.kept_fn is not None and getattr(self, "ignore_class", None) is not None
+
+    def _inputs(self, y_true, y_pred):
         if self.match_unit_axis:
-            y_true, y_pred = match_trailing_unit_axis(y_true, y_pred)
+            return match_trailing_unit_axis(y_true, y_pred)
+        return ops.convert_to_tensor(y_true), ops.convert_to_tensor(y_pred)
+
+    def _kept(self, y_true, y_pred, dtype):
+        return ops.cast(self.kept_fn(y_true, y_pred, self.ignore_class), dtype)
+
+    def call(self, y_true, y_pred):
+        y_true, y_pred = self._inputs(y_true, y_pred)
         values = self.fn(y_true, y_pred, **{n: getattr(self, n) for n in self._argument_names})
         if self.last_axis == "mean":
+            if self._ignoring():
+                count = ops.sum(self._kept(y_true, y_pred, values.dtype), axis=-1)
+                return ops.sum(values, axis=-1) / ops.maximum(count, 1.0)
             return ops.mean(values, axis=-1)
         if self.last_axis == "sum":
             return ops.sum(values, axis=-1)
         return values
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        if sample_weight is None and not self._ignoring():
+            return super().__call__(y_true, y_pred)
+        dtype = compute_dtype(ops.convert_to_tensor(y_pred))
+        t, p = self._inputs(y_true, y_pred)
+        values_rank = len(p.shape) - 1  # every keras_focal loss reduces the last axis of y_pred
+        if sample_weight is not None:
+            sample_weight = ops.cast(ops.convert_to_tensor(sample_weight), dtype)
+            rank = len(sample_weight.shape)
+            if 0 < rank < values_rank:  # the leading shape: one weight per example / pixel
+                sample_weight = ops.reshape(sample_weight, tuple(ops.shape(sample_weight)) + (1,) * (values_rank - rank))
+        if self._ignoring():
+            kept = self._kept(t, p, dtype)
+            if self.last_axis == "mean":
+                kept = ops.mean(kept, axis=-1)
+            if self.reduction in ("sum_over_batch_size", "mean"):
+                total = ops.cast(ops.size(kept), dtype)
+                kept = kept * ops.divide_no_nan(total, ops.sum(kept))
+            kept = ops.stop_gradient(kept)
+            sample_weight = kept if sample_weight is None else sample_weight * kept
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 
     def get_config(self):
         config = super().get_config()
