@@ -10,12 +10,12 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tests/, for _loss_refs
 
+import _loss_refs as ref  # noqa: E402
 import keras  # noqa: E402
 
 from keras_focal import losses as L  # noqa: E402
-from tests import _loss_refs as ref  # noqa: E402
 
 BACKEND = keras.backend.backend()
 R = np.random.default_rng(0)

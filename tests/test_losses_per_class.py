@@ -17,7 +17,7 @@ from keras_focal.losses import (
     focal_loss,
     sparse_categorical_focal_loss,
 )
-from tests import _loss_refs as ref
+import _loss_refs as ref
 
 C = 5
 DENSE = (2, 3, 4)  # [B, H, W]
