@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from keras_focal.layers import AnchorGenerator
-from test_layers_reference import ref_anchors
+from _layers_refs import ref_anchors
 
 
 @pytest.mark.parametrize("h,w", [(512, 512), (100, 130), (129, 257), (640, 384), (33, 1000)])

@@ -1,13 +1,18 @@
+"""Box coders (keras_focal.layers.box_coders) against float64 references; DeltaCoder / DistanceCoder objects."""
+
+import keras
 import numpy as np
 
+from _layers_refs import ref_decode, ref_encode
 from keras_focal.layers import (
     AnchorGenerator,
+    DeltaCoder,
+    DistanceCoder,
     decode_deltas,
     decode_distances,
     encode_deltas,
     encode_distances,
 )
-from test_layers_reference import ref_decode, ref_encode
 
 
 def _random_boxes(rng, n):
@@ -59,3 +64,22 @@ def test_distances_by_hand_and_round_trip():
     np.testing.assert_allclose(d[0], [0.25, 0.5, 4.0, 2.0], atol=1e-5)
     back = decode_distances(anchors, d, strides, h, w).numpy()
     np.testing.assert_allclose(back, boxes, atol=1e-5)
+
+
+def test_coder_objects_encode_decode_and_round_trip_their_config():
+    rng = np.random.default_rng(9)
+    gen = AnchorGenerator(anchor_size=8, num_scales=1, aspect_ratios=(1.0,))
+    anchors = gen(64, 96).numpy()
+    strides = gen.anchor_strides(64, 96).numpy()
+    boxes = _random_boxes(rng, len(anchors)).astype("float32")
+    weights = (10.0, 10.0, 5.0, 5.0)  # keras-cv's variance (0.1, 0.1, 0.2, 0.2)
+    for coder in (DeltaCoder(weights=weights), DistanceCoder()):
+        clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(coder))
+        assert type(clone) is type(coder) and clone.get_config() == coder.get_config()
+        codes = clone.encode(anchors, boxes, 64, 96, strides)
+        np.testing.assert_allclose(clone.decode(anchors, codes, 64, 96, strides), boxes, atol=1e-5)
+    assert clone.get_config() == {} and DeltaCoder(weights=weights).get_config()["weights"] == list(weights)
+    ref = np.stack([ref_encode(a, b, weights) for a, b in zip(anchors.astype(np.float64), boxes.astype(np.float64))])
+    np.testing.assert_allclose(DeltaCoder(weights=weights).encode(anchors, boxes), ref, atol=1e-3)
+    with np.testing.assert_raises(ValueError):
+        DeltaCoder(weights=(1.0, 1.0, 0.0, 1.0))

@@ -36,15 +36,12 @@ class ATSSAssigner(Assigner):
         classes = tf.cast(classes, "int32")
         grid = anchor_grid(anchor_generator, image_height, image_width)
         if grid is not None and grid["levels"] is not None:
-            match, positive = self.assign_grid(grid, boxes, classes, image_height, image_width)
-        else:
-            anchors = anchor_generator(image_height, image_width) if grid is None else grid["anchors"]
-            match, positive = self.assign_dense(anchor_generator, anchors, boxes, classes, image_height,
-                                                image_width)
-        return {"assignment": tf.where(positive, match, BACKGROUND)}
+            return {"assignment": self.assign_grid(grid, boxes, classes, image_height, image_width)}
+        anchors = anchor_generator(image_height, image_width) if grid is None else grid["anchors"]
+        return {"assignment": self.assign_dense(anchor_generator, anchors, boxes, classes, image_height, image_width)}
 
     def assign_dense(self, anchor_generator, anchors, boxes, classes, image_height, image_width):
-        """(match int32 [B, A], positive bool [B, A]) from dense ``[B, A, M]`` arrays."""
+        """int32 [B, A] (the box row, or -1) from dense ``[B, A, M]`` arrays."""
         anchors = ops.convert_to_tensor(anchors)
         boxes, classes = pad_dummy(boxes, classes)
         valid = valid_boxes_mask(boxes, classes)  # [B, M]
@@ -84,7 +81,7 @@ class ATSSAssigner(Assigner):
         pos_pair = ops.logical_and(ops.logical_and(candidate, inside), iou >= thr[:, None, :])
         scored = ops.where(pos_pair, iou, -1.0)
         match = ops.cast(ops.argmax(scored, axis=2), "int32")
-        return match, ops.any(pos_pair, axis=2)
+        return tf.where(ops.any(pos_pair, axis=2), match, BACKGROUND)
 
     def assign_grid(self, grid, boxes, classes, image_height, image_width):
         """`assign_dense` for anchors on a grid, with the same candidates, IoU values and decisions, computed
@@ -121,8 +118,7 @@ class ATSSAssigner(Assigner):
         winner = tf.logical_and(tf.reshape(pos_pair, [-1]), tf.equal(scored, tf.gather(best, flat)))
         box_index = tf.reshape(tf.broadcast_to(tf.range(m)[None, :, None], tf.shape(chosen)), [-1])
         first = tf.reshape(tf.math.unsorted_segment_min(tf.where(winner, box_index, m), flat, b * n), (b, n))
-        positive = first < m
-        return tf.where(positive, first, 0), positive
+        return tf.where(first < m, first, BACKGROUND)
 
     def _level_candidates(self, level, g_ctr, h_img, w_img):
         """int32 ``[B, M, t]``: the indices, ascending, of the ``t = min(topk, level size)`` anchors of one

@@ -97,6 +97,10 @@ class AnchorEncoder(keras.layers.Layer):
         ``classes``, -1, -2); ``source_index`` [B, K] maps those rows back to the rows of M."""
         positive = assignment >= 0
         match = tf.where(positive, assignment, 0)
+        # one more row, so that the gathers below are defined when no box is real (K == 0)
+        boxes = tf.pad(boxes, [[0, 0], [0, 1], [0, 0]], constant_values=-1.0)
+        classes = tf.pad(classes, [[0, 0], [0, 1]], constant_values=-1)
+        source_index = tf.pad(source_index, [[0, 0], [0, 1]], constant_values=-1)
         out = {}
         if "class_targets" in self.outputs:
             out["class_targets"] = tf.where(positive, _gather_rows(classes, match),
