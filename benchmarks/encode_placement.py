@@ -1,4 +1,4 @@
-"""Where to compute the anchor targets: in the tf.data pipeline or in the train step (`train.py --encode-in`).
+"""Where to compute the anchor targets: in the tf.data pipeline or in the train step (`keras-focal train --encode-in`).
 
     python benchmarks/encode_placement.py                                   # the compact main-job model, 128 px
     python benchmarks/encode_placement.py --backbone resnet50 --fpn-width 256 --head-convs 4 --image-size 640 \\

@@ -1,4 +1,4 @@
-"""examples/train.py survives kill -9: the rerun resumes from the last finished epoch and stops at --epochs."""
+"""`python -m keras_focal train` survives kill -9: the rerun resumes from the last finished epoch and stops at --epochs."""
 
 import os
 import re
@@ -9,16 +9,15 @@ import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _command(tmp_path, epochs):
     return [
-        sys.executable, os.path.join(ROOT, "examples", "train.py"),
+        sys.executable, "-m", "keras_focal", "train",
         "--dataset", "keras_focal_shapes/small", "--data-dir", str(tmp_path / "data"),
         "--image-size", "64", "--backbone", "resnet18", "--fpn-width", "16", "--head-convs", "1",
         "--batch-size", "4", "--steps-per-epoch", "3", "--epochs", str(epochs), "--warmup-steps", "2",
-        "--model-dir", str(tmp_path / "run"), "--export-dir", str(tmp_path / "export"),
+        "--run-dir", str(tmp_path / "run"), "--export-dir", str(tmp_path / "export"),
     ]
 
 

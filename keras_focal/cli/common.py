@@ -37,8 +37,10 @@ def _spec_of(args):
     from keras_focal.data import spec
 
     if args.data:
-        if args.dataset:
-            raise UsageError("argument --data: not allowed with --dataset (the file names the dataset)")
+        for flag, value in (("--dataset", args.dataset), ("--image-dir", args.image_dir)):
+            if value:
+                raise UsageError(f"argument --data: not allowed with {flag} (the file names the dataset and its "
+                                 "images)")
         require_path(args.data, "--data")
         return spec.read_spec(args.data)
     if args.dataset and os.path.isdir(args.dataset):
@@ -47,18 +49,27 @@ def _spec_of(args):
 
 
 def resolve_split(args, split, dataset=None, image_dir=None, flag="--dataset", image_flag="--image-dir"):
-    """The DataSplit (keras_focal.data.spec) that the flags name for `split`: from --data, a COCO-layout folder, or
-    `dataset` (default --dataset, else the built-in dataset) with `image_dir`. A missing path is a UsageError naming
-    the flag it came from."""
+    """The DataSplit (keras_focal.data.spec) that the flags name for `split`: by default the main source (--data, a
+    folder in COCO's layout, or --dataset with --image-dir; the built-in dataset when none is given), else `dataset`
+    with `image_dir` (e.g. --eval-dataset, --eval-image-dir). A missing path is a UsageError naming the flag it came
+    from."""
     from keras_focal.data import catalog, spec
 
-    dataset = dataset or args.dataset
-    layout = _spec_of(args) if dataset == args.dataset else None
-    if layout is not None:
-        return layout.split(split), layout
+    if dataset is None:  # the main source, with its own image folder
+        dataset, image_dir = args.dataset, args.image_dir
+        layout = _spec_of(args)
+        if layout is not None:
+            return layout.split(split), layout
     dataset = dataset or defaults.DATASET
     if catalog.is_source_path(dataset):
         require_path(dataset, flag)
+    elif not catalog.is_tfds_name(dataset):
+        try:
+            catalog.resolve_name(dataset)
+        except ValueError as e:  # names the datasets there are
+            raise UsageError(f"argument {flag}: {e}") from None
+    elif image_dir:
+        raise UsageError(f"argument {image_flag}: applies to annotation files, not to the tfds dataset {dataset}")
     require_path(image_dir, image_flag)
     return spec.DataSplit(dataset, split, image_dir, args.data_dir), None
 
