@@ -14,7 +14,7 @@ TensorFlow. Where each format keeps its size (all offsets from the first byte of
 - JPEG (`FF D8 FF`): the SOFn segment (ITU-T T.81 B.2.2), found by libjpeg's `jpeg_read_header` through
   `tf.io.extract_jpeg_shape`, which stops before the first scan and allocates no pixels.
 - GIF (`GIF87a` / `GIF89a`): the logical screen descriptor (GIF89a spec, section 18): width at bytes 6-7, height
-  at 8-9, little-endian.
+  at 8-9, little-endian; and every frame's image descriptor (`gif_frame_pixels`), since giflib decodes all frames.
 - BMP (`BM`): BITMAPINFOHEADER width at bytes 18-21, height at 22-25 (int32 little-endian, negative = top-down);
   a 12-byte BITMAPCOREHEADER (its size at 14) has uint16 width at 18 and height at 20.
 
@@ -93,6 +93,54 @@ def declared_size(encoded):
     return fmt, size[0], size[1]
 
 
+def _byte_size(flags):
+    """The size in bytes of the colour table that packed `flags` announce (GIF89a spec 18 and 20): bit 7 set,
+    3 * 2^(size + 1) with size = the 3 low bits; else 0."""
+    present = tf.not_equal(tf.bitwise.bitwise_and(flags, 0x80), 0)
+    entries = tf.bitwise.left_shift(tf.constant(1, tf.int64), tf.bitwise.bitwise_and(flags, 7) + 1)
+    return tf.where(present, 3 * entries, tf.constant(0, tf.int64))
+
+
+def gif_frame_pixels(encoded):
+    """int64 scalar: the summed width x height of every image descriptor in a GIF (GIF89a spec 20).
+
+    giflib's `DGifSlurp`, which `tf.io.decode_image` calls, decodes every frame into a raster of its descriptor's
+    size before TensorFlow looks at the first one, and a descriptor may declare up to 65535 x 65535 whatever the
+    logical screen says; so the frames count towards the limit too. The walk reads one block or one data
+    sub-block (at most 255 bytes) per step: extension blocks (`21`, label, sub-blocks), image descriptors (`2C`,
+    10 bytes, an optional local colour table, the LZW code size, sub-blocks), up to the trailer (`3B`), any other
+    byte, or the end of the data.
+    """
+    data = tf.io.decode_raw(encoded, tf.uint8)
+    size = tf.cast(tf.size(data), tf.int64)
+    data = tf.concat([tf.cast(data, tf.int64), tf.zeros([16], tf.int64)], 0)  # the descriptor reads up to pos + 9
+
+    def read(pos, offset):
+        return tf.gather(data, pos + offset)
+
+    start = 13 + _byte_size(read(0, 10))  # after the header, the logical screen and the global colour table
+
+    def body(pos, in_sub_blocks, pixels, done):
+        byte = read(pos, 0)
+        # In a run of data sub-blocks: skip one (its size byte, then that many bytes); size 0 ends the run.
+        sub_pos, sub_continues = pos + 1 + byte, tf.not_equal(byte, 0)
+        # At a block: an extension skips introducer and label, an image descriptor its 10 bytes, the local colour
+        # table and the LZW minimum code size; both continue with data sub-blocks.
+        is_extension, is_image = tf.equal(byte, 0x21), tf.equal(byte, 0x2C)
+        frame = (read(pos, 5) + 256 * read(pos, 6)) * (read(pos, 7) + 256 * read(pos, 8))
+        block_pos = tf.where(is_extension, pos + 2, pos + 11 + _byte_size(read(pos, 9)))
+        return (tf.where(in_sub_blocks, sub_pos, block_pos),
+                tf.where(in_sub_blocks, sub_continues, is_extension | is_image),
+                pixels + tf.where(~in_sub_blocks & is_image, frame, tf.constant(0, tf.int64)),
+                ~in_sub_blocks & ~is_extension & ~is_image)
+
+    _, _, pixels, _ = tf.while_loop(
+        lambda pos, in_sub_blocks, pixels, done: ~done & (pos < size), body,
+        (start, tf.constant(False), tf.constant(0, tf.int64), tf.constant(False)),
+        maximum_iterations=tf.cast(size, tf.int32), parallel_iterations=1)
+    return pixels
+
+
 def check_declared_size(encoded, name, max_image_pixels, what="max_image_pixels"):
     """An assertion op: `encoded` has a known format, its header declares a size, and height * width is at most
     `max_image_pixels` (None: any size). `name` (a string tensor or str) starts each message, e.g. the element
@@ -116,6 +164,14 @@ def check_declared_size(encoded, name, max_image_pixels, what="max_image_pixels"
         return readable
     limit = int(max_image_pixels)
     with tf.control_dependencies([readable]):
+        frames = tf.cond(tf.equal(fmt, GIF), lambda: gif_frame_pixels(encoded),
+                         lambda: tf.constant(0, tf.int64))
+        gif_frames = tf.debugging.Assert(
+            frames <= limit,
+            [tf.strings.join([name, ": the GIF frames declare ", tf.strings.as_string(frames),
+                              f" pixels in all, over the limit {what}={limit}; nothing was decoded"])],
+            name="check_gif_frame_pixels")
+    with tf.control_dependencies([gif_frames]):
         pixels = height * width
         return tf.debugging.Assert(
             pixels <= limit,

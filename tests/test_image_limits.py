@@ -2,11 +2,12 @@
 same headers independently; the pixel limit at its edge; and the data loaders refusing an oversize file by name."""
 
 import io
+import struct
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
+from PIL import Image, ImageSequence
 
 import keras_focal.data as kd
 from keras_focal import image_limits
@@ -64,6 +65,26 @@ def test_bmp_top_down_and_bombs():
     assert _declared(jpeg_header(65500, 300))[1:] == _pillow_size(jpeg_header(65500, 300)) == (300, 65500)
 
 
+def test_gif_frames_count_towards_the_limit():
+    """Every frame's descriptor is summed (giflib decodes them all), against Pillow's frame extents."""
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray(rng.integers(0, 256, (30, 50, 3), dtype=np.uint8)) for _ in range(4)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], comment=b"x" * 600)
+    data = buffer.getvalue()
+    with Image.open(io.BytesIO(data)) as image:
+        extents = [frame.tile[0][1] for frame in ImageSequence.Iterator(image)]
+    reference = sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in extents)
+    assert len(extents) == 4 and int(image_limits.gif_frame_pixels(tf.constant(data))) == reference
+    _check(data, reference)  # exactly at the limit: the frames, not the logical screen (1500 pixels), count
+    # A 1 x 1 logical screen with one image descriptor of 60000 x 60000 (and a few bytes of LZW data).
+    bomb = (b"GIF89a" + struct.pack("<HHBBB", 1, 1, 0, 0, 0) + b"\x2c" + struct.pack("<HHHHB", 0, 0, 60000, 60000, 0)
+            + b"\x02\x02\x4c\x01\x00\x3b")
+    for data, pixels in ((data, reference), (bomb, 60000 * 60000)):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=f"GIF frames declare {pixels} pixels in all"):
+            _check(data, pixels - 1)
+
+
 def _check(data, limit):
     image_limits.check_declared_size(tf.constant(data), "x.img", limit)
 
@@ -103,9 +124,10 @@ def _count(ds):
 
 def test_loader_names_an_oversize_file_and_skips_it(tmp_path):
     path = write_coco(str(tmp_path))  # a.jpg 96 x 64, sub/b.png 64 x 80, c.jpg 72 x 72
-    assert _count(kd.load(path, max_image_pixels=96 * 64)) == 3  # the largest image is exactly at the limit
     with open(tmp_path / "c.jpg", "wb") as f:
         f.write(jpeg_header(65500, 65500))  # a bomb in the training set
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"c\.jpg: the JPEG header declares 65500 x 65500"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"c\.jpg: the JPEG header declares 65500 x 65500 = "
+                                                             r"4290250000 pixels .* max_image_pixels=40000000"):
         _count(kd.load(path))
-    assert _count(kd.load(path, on_error="skip")) == 2
+    # a.jpg, exactly at the limit, is kept; the bomb is left out.
+    assert _count(kd.load(path, on_error="skip", max_image_pixels=96 * 64)) == 2
