@@ -175,8 +175,8 @@ class TOODHead(base.DenseHead):
 
     Args:
         num_convs: stacked task-interactive convs (6, mmdetection `stacked_convs`).
-        box_alignment: sample each box side at a learnt offset (`BoxAlignment`, Eq. 5). Off by default: the
-            gathers double the graph's trace and export time, and its gain on the built-in dataset is not measured.
+        box_alignment: sample each box side at a learnt offset (`BoxAlignment`, Eq. 5). Off by default: its
+            gain on the built-in dataset is not measured, and the gathers lengthen tracing and export.
         qfl_beta: Quality Focal Loss exponent (2.0).
         giou_weight: weight of the GIoU term (2.0).
         warmup_fraction: the part of training, from step 0, with the ATSS assigner and focal loss (4 / 12).
