@@ -4,6 +4,13 @@
     python benchmarks/accuracy.py --models retina,keras_hub         # the README's first accuracy row
     python benchmarks/accuracy.py --train-examples 1000             # the README's second row: 250 steps each
     python benchmarks/accuracy.py --epochs 1 --train-examples 64 --eval-examples 16      # a smoke run
+    python benchmarks/accuracy.py --ablation today,cosine,mosaic,mixup      # the training recipe at the main job's budget
+
+`--ablation` trains the main job's compact GFL (ResNet-18, FPN and subnets 64 wide with 2 convs, 128 px, batch 8,
+AdamW 1e-3, 4 epochs of the 2000 training images, anchor targets encoded in the train step) once per named recipe
+(`ABLATION`: each adds one ingredient to the one before), with weight EMA on, and evaluates both the raw and the
+EMA weights of the same run (the average never feeds back into training, so one run gives the row without EMA and
+the row with it). `--seeds 0,1` repeats each row.
 
 Every detector gets the same: ResNet-18 from random init, P3-P7, FPN and subnets 256 wide with 4 convs (the papers';
 keras-hub fixes both), the same image size, batch, epochs, input pipeline with the same augmentation and order, the
@@ -43,7 +50,91 @@ def parse_args(argv=None):
     p.add_argument("--learning-rate", type=float, default=1e-3, help="AdamW base rate, for every detector")
     p.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ablation", default=None,
+                   help=f"comma-separated recipes of the training-recipe ablation: {', '.join(ABLATION)}")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds of the ablation (default: --seed)")
+    p.add_argument("--steps-per-epoch", type=int, default=None, help="ablation: default one pass over the data")
+    p.add_argument("--warmup-steps", type=int, default=None,
+                   help="ablation: default a fifth of the steps (the main job's 200 of 1000)")
+    p.add_argument("--ema-momentum", type=float, default=None,
+                   help="ablation: default 1 - 10 / steps (the main job's 0.99 at 1000 steps)")
     return p.parse_args(argv)
+
+
+# The training-recipe ablation: each recipe adds one ingredient (keras_focal.training.Recipe arguments; EMA is
+# always on and evaluated beside the raw weights).
+ABLATION = {
+    "today": dict(schedule="step"),
+    "cosine": dict(schedule="cosine"),
+    "mosaic": dict(schedule="cosine", mosaic=1.0, close_mosaic=1),
+    "mixup": dict(schedule="cosine", mosaic=1.0, mixup=0.5, close_mosaic=1),
+    "mosaic_half": dict(schedule="cosine", mosaic=0.5, close_mosaic=1),
+    "mosaic_step": dict(schedule="step", mosaic=1.0, close_mosaic=1),
+}
+
+
+def run_recipe(name, args, info, train_examples, eval_examples, seed):
+    """The main job's model and budget under one recipe -> {"raw": metrics, "ema": metrics, "train_s": s}."""
+    import keras
+
+    import keras_focal
+    from keras_focal import data, evaluation, training
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    size = (args.image_size, args.image_size)
+    steps = args.steps_per_epoch or max(1, int(train_examples.cardinality()) // args.batch_size)
+    total = steps * args.epochs
+    recipe = training.Recipe(ema=True, warmup_steps=args.warmup_steps if args.warmup_steps is not None
+                             else round(total / 5), ema_momentum=args.ema_momentum or 1 - 10 / total,
+                             **ABLATION[name])
+    print(f"{name}: {recipe}, {steps} steps x {args.epochs} epochs", flush=True)
+    model = keras_focal.models.RetinaNet(info.num_classes, backbone=args.backbone, head="gfl", fpn_width=64,
+                                         head_convs=2, image_size=size)
+    optimizer = recipe.optimizer("adamw", steps_per_epoch=steps, epochs=args.epochs, batch_size=args.batch_size,
+                                 learning_rate=args.learning_rate)
+    model.compile(optimizer=optimizer)
+    mixer = recipe.mosaic_mixup()
+    ds = data.make_dataset(train_examples, image_size=size, batch_size=args.batch_size, augment=True, shuffle=True,
+                           repeat=True, seed=seed, mosaic=mixer)
+    raw = {}
+
+    class KeepRaw(keras.callbacks.Callback):  # before SwapEMAWeights: the raw weights of the last epoch
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == args.epochs - 1:
+                raw["weights"] = [v.numpy() for v in model.trainable_variables]
+
+    callbacks = recipe.callbacks([KeepRaw()], optimizer, mixer, epochs=args.epochs)
+    callbacks.insert(0, callbacks.pop(callbacks.index(next(c for c in callbacks if isinstance(c, KeepRaw)))))
+    start = time.time()
+    model.fit(ds, epochs=args.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=2)
+    seconds = time.time() - start
+    out = {"train_s": seconds}
+    out["ema"] = evaluation.evaluate_model(model, eval_examples, category_ids=info.category_ids, image_size=size)
+    for v, value in zip(model.trainable_variables, raw["weights"]):
+        v.assign(value)
+    out["raw"] = evaluation.evaluate_model(model, eval_examples, category_ids=info.category_ids, image_size=size)
+    return out
+
+
+def ablation(args, info, train, val):
+    seeds = [int(s) for s in (args.seeds or str(args.seed)).split(",")]
+    names = args.ablation.split(",")
+    unknown = [n for n in names if n not in ABLATION]
+    if unknown:
+        raise SystemExit(f"error: unknown recipes {unknown}; expected some of {list(ABLATION)}")
+    print(f"{'recipe':<22}{'EMA':>5}{'seed':>6}{'AP':>7}{'AP50':>7}{'APs':>7}{'train s':>9}", flush=True)
+    lines = []
+    for name in names:
+        for seed in seeds:
+            r = run_recipe(name, args, info, train, val, seed)
+            for key in ("raw", "ema"):
+                m = r[key]
+                lines.append(f"{name:<22}{'yes' if key == 'ema' else 'no':>5}{seed:>6}{100 * m['AP']:>7.1f}"
+                             f"{100 * m['AP50']:>7.1f}{100 * m['APs']:>7.1f}{r['train_s']:>9.0f}")
+                print("ROW " + lines[-1], flush=True)
+    print(f"\n{'recipe':<22}{'EMA':>5}{'seed':>6}{'AP':>7}{'AP50':>7}{'APs':>7}{'train s':>9}")
+    print("\n".join(lines))
 
 
 class KerasHubDetections:
@@ -126,6 +217,8 @@ def main(argv=None):
         train = train.take(args.train_examples)
     if args.eval_examples:
         val = val.take(args.eval_examples)
+    if args.ablation:
+        return ablation(args, info, train, val)
     names = args.models.split(",") + (["keras_hub_default_optimizer"] if args.hub_default_optimizer else [])
     print(f"keras_focal_shapes: {int(train.cardinality())} training images, {int(val.cardinality())} validation "
           f"images; {args.backbone}, {args.image_size} px, batch {args.batch_size}, {args.epochs} epochs, "

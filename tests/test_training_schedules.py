@@ -55,3 +55,38 @@ def test_make_optimizer_sgd_scales_the_rate_with_the_batch():
 def test_make_optimizer_rejects_unknown_kind():
     with pytest.raises(ValueError, match="'adam'"):
         make_optimizer("adam")
+    with pytest.raises(ValueError, match="'linear'"):
+        make_optimizer("adamw", schedule="linear")
+    with pytest.raises(ValueError, match="ema_momentum"):
+        make_optimizer("adamw", ema=True, ema_momentum=1.0)
+
+
+def _cosine_reference(step, base, warmup, total, factor, final):
+    """float64: linear from factor * base to base over `warmup` steps, then half a cosine down to final * base."""
+    step = np.asarray(step, np.float64)
+    t = np.clip(step - warmup, 0, total - warmup) / (total - warmup)
+    cosine = base * (final + (1 - final) * 0.5 * (1 + np.cos(np.pi * t)))
+    return np.where(step < warmup, base * (factor + (1 - factor) * step / warmup), cosine)
+
+
+def test_cosine_schedule_at_warmup_end_and_last_step():
+    # 4 epochs of 250 steps, 200 warm-up steps: the main job's budget.
+    opt = make_optimizer("adamw", steps_per_epoch=250, epochs=4, schedule="cosine", warmup_steps=200)
+    assert isinstance(opt._learning_rate, keras.optimizers.schedules.CosineDecay)
+    steps = [0, 100, 199, 200, 600, 999, 1000, 5000]
+    expected = _cosine_reference(steps, 1e-3, 200, 1000, 1 / 3, 0.01)
+    got = _optimizer_rates(opt, steps)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert got[3] == pytest.approx(1e-3, rel=1e-6)  # the warm-up ends at the base rate
+    assert got[5] == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * 799 / 800))), rel=1e-5)  # last step
+    assert got[6] == pytest.approx(1e-5, rel=1e-5) and got[7] == pytest.approx(1e-5, rel=1e-5)  # stays at 0.01 base
+    # The reference with the cosine over all 1000 steps (a wrong decay length) differs.
+    assert not np.allclose(got, _cosine_reference(steps, 1e-3, 200, 1200, 1 / 3, 0.01), rtol=1e-3)
+
+
+def test_make_optimizer_ema_options():
+    opt = make_optimizer("sgd", schedule="cosine", ema=True, ema_momentum=0.95, warmup_steps=0, epochs=2,
+                         steps_per_epoch=5)
+    assert opt.use_ema and opt.ema_momentum == pytest.approx(0.95)
+    assert not make_optimizer("adamw").use_ema
+    np.testing.assert_allclose(_optimizer_rates(opt, [0, 10]), [0.01, 1e-4], rtol=1e-5)

@@ -24,6 +24,7 @@ from keras_focal.data.catalog import (
     resolve_name,
 )
 from keras_focal.data.loaders import clean_annotations, load
+from keras_focal.data.mosaic import MosaicMixup
 from keras_focal.data.pipeline import make_dataset, pad_targets, resize_image
 from keras_focal.data.shapes_dataset import CLASS_NAMES as SHAPES_CLASS_NAMES
 from keras_focal.data.shapes_dataset import KerasFocalShapes, ShapesConfig, generate_example
@@ -33,6 +34,7 @@ build_shapes_dataset = shapes_dataset.build
 
 __all__ = [
     "Augmenter", "COCO_CATEGORY_IDS", "COCO_CLASS_NAMES", "DataSourceError", "DatasetInfo", "KerasFocalShapes",
+    "MosaicMixup",
     "SHAPES_CLASS_NAMES", "ShapesConfig", "VOC_CLASS_NAMES", "available_datasets", "build_shapes_dataset",
     "clean_annotations", "dataset_info", "filter_boxes", "flip_left_right", "generate_example", "is_source_path",
     "load", "make_dataset", "pad_targets", "resize_image", "resolve_name", "service", "sources",

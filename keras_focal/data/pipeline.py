@@ -1,4 +1,4 @@
-"""The training / evaluation input pipeline: resize, augment, encode, pad and batch."""
+"""The training / evaluation input pipeline: resize, augment, [mosaic / mixup,] encode, pad and batch."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def pad_targets(boxes, classes, max_boxes, extra=None):
 
 def make_dataset(ds, image_size=(128, 128), batch_size=8, encoder=None, augment=False, shuffle=False,
                  max_boxes=100, drop_remainder=False, repeat=False, min_box_size=2.0, deterministic=False,
-                 seed=None, augmenter=None, cache=False, prefetch=True, letterbox=False):
+                 seed=None, augmenter=None, cache=False, prefetch=True, letterbox=False, mosaic=None):
     """Batches a `load()` dataset for `fit` / evaluation.
 
     ds: unbatched `(image uint8 [H, W, 3], {"boxes" [M, 4], "classes" [M]})` examples (from `load`).
@@ -71,6 +71,9 @@ def make_dataset(ds, image_size=(128, 128), batch_size=8, encoder=None, augment=
     deterministic: reproducible order and augmentation (ordered maps, seeded shuffle and per-example seeds).
     seed: seed of shuffling and augmentation.
     cache: cache the raw examples in memory (fine for the built-in dataset, not for COCO).
+    mosaic: a `keras_focal.data.MosaicMixup`, or None. After the per-example resize and augmentation, groups of
+        `mosaic.group_size` examples are combined (mosaic, then mixup, each example with its own stateless seed)
+        and split again before encoding; its rates are read as the pipeline runs (`mosaic.set_rates`).
 
     Returns batches `(images float32 [B, H, W, 3] in 0..255, targets)` with targets `{"boxes" [B, max_boxes, 4],
     "classes" [B, max_boxes]}` padded with -1 (plus the encoder's outputs, plus "is_crowd" when the examples
@@ -124,14 +127,42 @@ def make_dataset(ds, image_size=(128, 128), batch_size=8, encoder=None, augment=
                 out[k] = v
         return image, out
 
-    if augmenter is None:
+    if augmenter is None and mosaic is None:
         ds = ds.map(prepare, num_parallel_calls=autotune)
     else:
         # One stateless seed per example: the same draws whatever the parallelism.
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(prepare_augmented, num_parallel_calls=autotune)
+        prepare_one = prepare_augmented if augmenter is not None else lambda example, _: prepare(*example)
+        ds = tf.data.Dataset.zip((ds, seeds))
+        if mosaic is None:
+            ds = ds.map(prepare_one, num_parallel_calls=autotune)
+        else:  # the seed goes on to the mosaic draws
+            ds = ds.map(lambda example, s: (prepare_one(example, s), s), num_parallel_calls=autotune)
+            ds = _mix_groups(ds, mosaic, image_size, max_boxes)
     ds = ds.map(finish, num_parallel_calls=autotune)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=autotune)
     if prefetch:
         ds = ds.prefetch(autotune)
     return ds
+
+
+def _mix_groups(ds, mosaic, image_size, max_boxes):
+    """((image, boxes, classes, extra), seed) examples -> the same after `mosaic.combine` over groups: padded to
+    `max_boxes`, batched by `mosaic.group_size`, combined, split again; the real boxes come first, cut to
+    `max_boxes` by `finish`."""
+    autotune = tf.data.AUTOTUNE
+    height, width = image_size
+
+    def pad(example, seed):
+        image, boxes, classes, extra = example
+        out = pad_targets(boxes, classes, max_boxes, extra)
+        draws = mosaic.draw(tf.stack([seed, 1]))  # the augmentation draws from [seed, 0]
+        return tf.ensure_shape(image, [height, width, 3]), out, draws
+
+    def combine(images, targets, draws):
+        extra = {k: v for k, v in targets.items() if k not in ("boxes", "classes")}
+        return mosaic.combine(images, targets["boxes"], targets["classes"], extra, draws)
+
+    ds = ds.map(pad, num_parallel_calls=autotune)
+    ds = ds.batch(mosaic.group_size, num_parallel_calls=autotune)
+    return ds.map(combine, num_parallel_calls=autotune).unbatch()
