@@ -50,6 +50,7 @@ import tensorflow as tf  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from keras_focal.layers.anchor_generator import AnchorGenerator  # noqa: E402
+from keras_focal.layers.box_coders import DeltaCoder  # noqa: E402
 from keras_focal.layers.detection_decoder import DetectionDecoder  # noqa: E402
 
 
@@ -132,10 +133,11 @@ def main():
     for kind in ("trained", "untrained"):
         logits, deltas = make_inputs(kind, gen, size, c, args.batch)
         dec = decs["combined"]
+        coder = DeltaCoder()
         cand = tf.function(
-            lambda lg, d: dec._candidates(lg, tf.clip_by_value(dec.decode_boxes(d, size, size), 0.0, 1.0), size, size)
+            lambda lg, d: dec._candidates(tf.sigmoid(lg), tf.clip_by_value(coder.decode(gen(size, size), d), 0.0, 1.0),
+                                          size, size)
         )(tf.constant(logits), tf.constant(deltas))
-        cand = (tf.sigmoid(cand[0]),) + tuple(cand[1:])
         n_pass = int(tf.reduce_sum(tf.cast(cand[0] > dec.score_threshold, tf.int32)))
         print(f"\n## {kind}: {cand[0].shape[1]} candidates per image after top-k, {n_pass} above 0.05 in the batch")
         nms_only = {
@@ -155,7 +157,8 @@ def main():
             print(f"  {name} gives the same detections as combined: {same}")
         lg, d = tf.constant(logits), tf.constant(deltas)
         for m, dm in decs.items():
-            f = tf.function(lambda a, b, dm=dm: dm(a, b, size, size))
+            # what a RetinaNet head hands the decoder: sigmoid scores and decoded boxes
+            f = tf.function(lambda a, b, dm=dm: dm(tf.sigmoid(a), coder.decode(gen(size, size), b), size, size))
             med, best = timeit(lambda f=f: f(lg, d), args.repeats)
             print(f"full decoder  {m:18s} median {med:8.1f}  min {best:8.1f}", flush=True)
 

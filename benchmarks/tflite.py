@@ -84,13 +84,12 @@ def postprocess_tflite(model, regular_nms):
 
     def serve(images):
         outputs = model(tf.cast(images, tf.float32), training=False)
-        box_outputs = model.detection_head.box_predictions(outputs["box_outputs"])
-        boxes = tf.clip_by_value(decoder.decode_boxes(box_outputs, height, width), 0.0, 1.0)
+        boxes = tf.clip_by_value(model.detection_head.decode_boxes(outputs, height, width), 0.0, 1.0)
         # Centre-size encodings against the anchor (ycenter 0, xcenter 0, h 1, w 1): y = ty, h = exp(th).
         sizes = tf.maximum(boxes[..., 2:] - boxes[..., :2], 1e-6)
         encodings = tf.concat([(boxes[..., :2] + boxes[..., 2:]) / 2.0, tf.math.log(sizes)], axis=-1)
         unit_anchors = tf.tile(tf.constant([[0.0, 0.0, 1.0, 1.0]]), [num_anchors, 1])
-        scores = tf.sigmoid(tf.cast(outputs["class_logits"], tf.float32))
+        scores = model.detection_head.scores(outputs)
         boxes, classes, scores, count = detection_postprocess(encodings, scores, unit_anchors)
         return {"detection_boxes": boxes, "detection_classes": classes, "detection_scores": scores,
                 "num_detections": count}

@@ -64,7 +64,9 @@ def test_valid_boxes_mask_centers_and_area():
 @pytest.mark.parametrize("assigner", ["iou", "atss"])
 def test_encoder_matched_indices_point_at_the_matched_box(assigner):
     generator = AnchorGenerator(min_level=3, max_level=5)
-    encoder = AnchorEncoder(generator, assigner=assigner)
+    from keras_focal.assigners import ATSSAssigner, IoUAssigner
+
+    encoder = AnchorEncoder(generator, assigner=IoUAssigner() if assigner == "iou" else ATSSAssigner())
     gt = np.array([[[0.1, 0.1, 0.5, 0.4], [0.5, 0.5, 0.9, 0.95], [-1, -1, -1, -1]]], "float32")
     classes = np.array([[1, 0, -1]], "int32")
     t = encoder(gt, classes, 128, 128)

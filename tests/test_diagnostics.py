@@ -11,11 +11,12 @@ from keras_focal.diagnostics import (
     format_matching_statistics,
     matching_statistics,
 )
+from keras_focal.assigners import IoUAssigner
 from keras_focal.layers import AnchorEncoder, AnchorGenerator
 
 # two levels of non-overlapping tiles on 256 x 256: P5 = 32-px tiles (8 x 8), P6 = 64-px tiles (4 x 4)
 GEN = AnchorGenerator(min_level=5, max_level=6, anchor_size=1.0, num_scales=1, aspect_ratios=(1.0,))
-ENC = AnchorEncoder(GEN, allow_low_quality_matches=False)
+ENC = AnchorEncoder(GEN, assigner=IoUAssigner(low_quality_matches=False))
 BOXES = np.array(
     [[0, 0, 64, 64], [128, 128, 160, 160], [200, 200, 210, 210], [-256, -256, -256, -256]], "float32"
 ) / 256  # A on P6 (IoU 1), B on P5 (IoU 1), C too small for any anchor (best IoU 100/1024), padding

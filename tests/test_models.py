@@ -226,7 +226,8 @@ def test_probability_losses_get_probabilities():
 def _full_encoder(model):
     """An encoder returning every target, box deltas and matched boxes included (the model's own returns the
     class targets and matched indices, and its loss derives the rest)."""
-    return AnchorEncoder(model.anchor_encoder.anchor_generator, assigner=model.anchor_encoder.assigner)
+    head = model.detection_head
+    return AnchorEncoder(head.anchor_generator, assigner=head.assigner, box_coder=head.box_coder)
 
 
 @pytest.mark.parametrize("head", ["retina", "gfl"])
@@ -298,8 +299,11 @@ def test_head_objects_names_and_configs():
     restored = RetinaNet.from_config(legacy)
     assert restored.head == "gfl" and restored.detection_head.reg_max == 8 and restored.iou_threshold == 0.6
     assert restored.get_layer("box_subnet_distribution").filters == 4 * 9
-    with pytest.raises(ValueError, match="head object"):
-        RetinaNet(3, backbone=tiny_backbone(), head=GFLHead(), reg_max=8)
+    assert restored.detection_head.num_convs == 1
+    with pytest.raises(ValueError, match="head_convs"):
+        RetinaNet(3, backbone=tiny_backbone(), head=GFLHead(), head_convs=1)
+    with pytest.raises((TypeError, ValueError), match="reg_max"):  # head arguments belong to the head object
+        RetinaNet(3, backbone=tiny_backbone(), head="gfl", reg_max=8)
 
 
 def test_gfl_head_loss_against_numpy():

@@ -37,6 +37,25 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DECODING_SETTINGS = ("score_threshold", "iou_threshold", "pre_nms_topk", "max_detections")
 
 
+# Configurations written before heads were objects name the head and carry its arguments beside it; each maps
+# to the head constructor's argument of the same meaning, where the named head has one.
+LEGACY_HEAD_ARGUMENTS = {"focal_alpha": "alpha", "focal_gamma": "gamma", "reg_max": "reg_max",
+                         "head_convs": "num_convs"}
+
+
+def _legacy_head(name, legacy):
+    """The head object of an old configuration: `name` with the legacy arguments its constructor takes."""
+    import inspect
+
+    head_class = HEADS.get(name)
+    if head_class is None:
+        return name  # get_head names the problem
+    accepted = inspect.signature(head_class).parameters
+    arguments = {LEGACY_HEAD_ARGUMENTS[k]: v for k, v in legacy.items()
+                 if v is not None and LEGACY_HEAD_ARGUMENTS[k] in accepted}
+    return keras.saving.serialize_keras_object(head_class(**arguments))
+
+
 @keras.saving.register_keras_serializable(package="keras_focal")
 class ImageNormalization(keras.layers.Layer):
     """Casts RGB images in [0, 255] (uint8 or float) to float and applies (x / 255 - mean) / std."""
@@ -88,6 +107,10 @@ class RetinaNet(keras.Model):
                  score_threshold=0.05, iou_threshold=None, pre_nms_topk=1000, max_detections=100,
                  sync_batchnorm=None, class_names=None, symmetric_padding=False, trainable_backbone_layers=None,
                  letterbox=False, **kwargs):
+        misplaced = sorted(set(kwargs) & set(LEGACY_HEAD_ARGUMENTS))
+        if misplaced:
+            raise ValueError(f"{misplaced} are arguments of the head object, not of RetinaNet: e.g. "
+                             "head=GFLHead(reg_max=8) or head=RetinaNetHead(alpha=0.5)")
         if head_convs is not None and not isinstance(head, str):
             raise ValueError("head_convs only applies to a head given by name; set num_convs on the head object")
         head = get_head(head, **({} if head_convs is None else {"num_convs": head_convs}))
@@ -264,6 +287,11 @@ class RetinaNet(keras.Model):
 
     @classmethod
     def from_config(cls, config):
+        config = dict(config)
+        legacy = {key: config.pop(key) for key in ("focal_alpha", "focal_gamma", "reg_max") if key in config}
+        if isinstance(config.get("head"), str) and any(v is not None for v in legacy.values()):
+            legacy["head_convs"] = config.pop("head_convs", None)
+            config["head"] = _legacy_head(config["head"], legacy)
         return cls(**config)
 
 
