@@ -23,7 +23,7 @@ from keras_focal.assigners import ATSSAssigner
 from keras_focal.boxes import aligned_iou
 from keras_focal.layers import AnchorGenerator, DistanceCoder, Integral, Scale
 from keras_focal.losses import distribution_focal_loss, giou_loss, quality_focal_loss
-from keras_focal.losses import _common as C
+from keras_focal.losses import checks
 from keras_focal.models.heads import base, towers
 from keras_focal.models.heads.normalizers import global_sums
 from keras_focal.models.heads.registry import register_head
@@ -65,9 +65,9 @@ class GFLHead(base.DenseHead):
         if int(reg_max) < 1:
             raise ValueError(f"reg_max must be >= 1, got {reg_max}")
         self.reg_max = int(reg_max)
-        self.qfl_beta = C.check_non_negative(qfl_beta, "qfl_beta")
-        self.giou_weight = C.check_non_negative(giou_weight, "giou_weight")
-        self.dfl_weight = C.check_non_negative(dfl_weight, "dfl_weight")
+        self.qfl_beta = checks.check_non_negative(qfl_beta, "qfl_beta")
+        self.giou_weight = checks.check_non_negative(giou_weight, "giou_weight")
+        self.dfl_weight = checks.check_non_negative(dfl_weight, "dfl_weight")
         self.integral = Integral(reg_max=self.reg_max, name="integral")
 
     def default_anchor_generator(self):

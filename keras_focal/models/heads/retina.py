@@ -25,7 +25,7 @@ from keras_focal.assigners import IoUAssigner
 from keras_focal.boxes import IGNORED
 from keras_focal.layers import AnchorGenerator, DeltaCoder
 from keras_focal.losses import focal_loss, smooth_l1_loss
-from keras_focal.losses import _common as C
+from keras_focal.losses import checks
 from keras_focal.models.heads import base, towers
 from keras_focal.models.heads.normalizers import global_sums
 from keras_focal.models.heads.registry import register_head
@@ -62,9 +62,9 @@ class RetinaNetHead(base.DenseHead):
             if extra_levels_from not in ("c5", "p5"):
                 raise ValueError(f"extra_levels_from must be 'c5' or 'p5', got {extra_levels_from!r}")
             self.fpn_extra_levels_from = extra_levels_from
-        self.alpha = C.check_alpha(alpha)
-        self.gamma = C.check_non_negative(gamma, "gamma")
-        self.smooth_l1_beta = C.check_non_negative(smooth_l1_beta, "smooth_l1_beta")
+        self.alpha = checks.check_alpha(alpha)
+        self.gamma = checks.check_non_negative(gamma, "gamma")
+        self.smooth_l1_beta = checks.check_non_negative(smooth_l1_beta, "smooth_l1_beta")
 
     def default_anchor_generator(self):
         # Sec. 4 "Anchors": areas 32^2..512^2 on P3..P7 (4 x stride), scales 2^{0, 1/3, 2/3}, ratios {1:2, 1:1, 2:1}.
