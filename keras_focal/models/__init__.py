@@ -2,9 +2,9 @@
 building blocks."""
 
 from keras_focal.models.backbones import build_backbone
-from keras_focal.models.heads import HEADS, DenseHead, GFLHead, RetinaNetHead, get_head, register_head
+from keras_focal.models.heads import HEADS, DenseHead, GFLHead, RetinaNetHead, TOODHead, get_head, register_head
 from keras_focal.models.retinanet import RetinaNet
 from keras_focal.models.torchvision import from_torchvision
 
-__all__ = ["DenseHead", "GFLHead", "HEADS", "RetinaNet", "RetinaNetHead", "build_backbone", "from_torchvision",
-           "get_head", "register_head"]
+__all__ = ["DenseHead", "GFLHead", "HEADS", "RetinaNet", "RetinaNetHead", "TOODHead", "build_backbone",
+           "from_torchvision", "get_head", "register_head"]
