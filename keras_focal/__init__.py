@@ -1,4 +1,5 @@
-"""keras_focal: the focal-loss family, RetinaNet and GFL detectors for Keras 3, exportable to TF Serving."""
+"""keras_focal: the focal-loss family and dense detectors (RetinaNet, GFL, TOOD heads) for Keras 3, exportable to TF
+Serving and TFLite."""
 
 import importlib
 
@@ -14,7 +15,7 @@ from keras_focal.losses import (
     SparseCategoricalFocalLoss,
 )
 
-_SUBMODULES = ("layers", "models", "data", "evaluation", "export", "training")
+_SUBMODULES = ("assigners", "layers", "models", "data", "evaluation", "export", "training")
 
 
 def __getattr__(name):
