@@ -12,7 +12,7 @@ from keras import ops
 from _tiny import padded_targets, tiny_backbone
 from keras_focal.assigners import ATSSAssigner, IoUAssigner
 from keras_focal.layers import AnchorEncoder, AnchorGenerator
-from keras_focal.models import HEADS, DenseHead, RetinaNet, RetinaNetHead, get_head, register_head
+from keras_focal.models import HEADS, RetinaNet, RetinaNetHead, get_head, register_head
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "heads")
 

@@ -31,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_focal.boxes import BACKGROUND, IGNORED, valid_boxes_mask
+from keras_focal.boxes import BACKGROUND, IGNORED
 
 __all__ = ["Assigner", "BACKGROUND", "IGNORED", "anchor_grid", "pad_dummy", "resolve_assigner"]
 
@@ -118,7 +118,3 @@ def anchor_grid(anchor_generator, image_height, image_width):
     cache[key] = {"anchors": anchors, "levels": levels}
     return cache[key]
 
-
-def valid_mask(boxes, classes):
-    """bool `[B, M]`: the rows an assigner may assign (`keras_focal.boxes.valid_boxes_mask`)."""
-    return valid_boxes_mask(boxes, classes)
