@@ -71,15 +71,15 @@ class RssSampler(threading.Thread):
 
     def __init__(self, period=0.02):
         super().__init__(daemon=True)
-        self.period, self.peak, self._stop = period, _vm("VmRSS"), threading.Event()
+        self.period, self.peak, self._halt = period, _vm("VmRSS"), threading.Event()
 
     def run(self):
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             self.peak = max(self.peak, _vm("VmRSS"))
             time.sleep(self.period)
 
     def stop(self):
-        self._stop.set()
+        self._halt.set()
         self.join()
         return self.peak
 
