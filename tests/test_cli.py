@@ -78,7 +78,7 @@ def test_keras_focal_train_on_coco_layout_then_the_other_subcommands(tmp_path, c
         assert [step for step, _ in scalars[tag]] == [1, 2], tag
     for tag in ("eval/AP", "eval/AP50", "eval/APs"):
         assert [step for step, _ in scalars[tag]] == [2] and 0.0 <= scalars[tag][0][1] <= 1.0
-    assert 0 < scalars["train/learning_rate"][0][1] <= 1e-3
+    assert 0 < scalars["train/learning_rate"][0][1] <= 1.0001e-3  # AdamW 1e-3, in float32
     (step, pictures), = images["eval/detections"]
     assert step == 2 and len(pictures) == 2 and all(p.startswith(b"\x89PNG") for p in pictures)
 
