@@ -11,6 +11,8 @@ known (and lets a `.keras` file holding it reload):
 
 import keras
 
+from keras_focal.models.heads.base import DenseHead
+
 # name -> DenseHead subclass; filled by `register_head` as the head modules are imported.
 HEADS = {}
 
@@ -23,8 +25,6 @@ def register_head(name):
         raise ValueError(f"a head name must be a non-empty string, got {name!r}")
 
     def decorator(cls):
-        from keras_focal.models.heads.base import DenseHead
-
         if not (isinstance(cls, type) and issubclass(cls, DenseHead)):
             raise TypeError(f"register_head({name!r}) decorates DenseHead subclasses, got {cls!r}")
         known = HEADS.get(name)
@@ -45,8 +45,6 @@ def get_head(head, **kwargs):
     `kwargs` are the constructor arguments of a head given by name; with a head object or a config they are an
     error (set them on the object).
     """
-    from keras_focal.models.heads.base import DenseHead
-
     if isinstance(head, str):
         if head not in HEADS:
             raise ValueError(f"head must be one of {sorted(HEADS)} (registered with register_head) or a DenseHead "
