@@ -8,8 +8,9 @@ names: one name per line, line i (0-based) = detection class i, UTF-8, readable 
 
 TF Serving polls `<export_dir>` and loads the children whose name parses as an integer
 (`layout.parse_version`), the highest one by default. A version is therefore first written to
-`<export_dir>/.tmp-export-<random>/` (a name that never parses as an integer) and renamed to `<export_dir>/<version>` only when it is complete; `rename(2)` is atomic on a local file system, so
-TF Serving sees either no version or the whole version. On failure the temporary directory is removed.
+`<export_dir>/.tmp-export-<random>/` (a name that never parses as an integer) and renamed to
+`<export_dir>/<version>` only when it is complete; `rename(2)` is atomic on a local file system, so TF Serving
+sees either no version or the whole version. On failure the temporary directory is removed.
 """
 
 import os
