@@ -3,6 +3,7 @@
     python benchmarks/losses.py                       # FocalLoss on (8, 100000, 80), eager / tf.function / jit
     python benchmarks/losses.py --shape 2,1000,80     # small, to check that it runs
     python benchmarks/losses.py --losses focal,qfl,dfl --modes function,jit
+    python benchmarks/losses.py --losses focal --implementations keras_focal,keras_focal_vector_alpha
 
 Each (implementation, mode) runs in its own subprocess so that peak memory (and the GPU allocator's peak when there
 is a GPU) is its own. Peak memory is the resident-set high-water mark (VmHWM) during the timed calls, reset after
@@ -12,7 +13,8 @@ an effective bandwidth (bytes of logits + labels read and gradient written, per 
 to the peer.
 
 Peers: FocalLoss (scalar alpha, and `keras_focal_vector_alpha`: one alpha per class, which must cost the same:
-the ratio of the two is printed per mode) vs keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, from_logits=True),
+the ratio of the two is printed per mode) vs
+keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, from_logits=True),
 keras_cv.losses.FocalLoss (skipped with a message if keras-cv is not installed) and the same formula written with
 plain autodiff (no custom gradient), plus `floor` (mean(x * y): the least time and memory any loss with a full-size
 gradient takes in this harness); QFL and DFL vs a direct keras.ops transcription of their formulas.
@@ -231,6 +233,8 @@ def main():
     parser.add_argument("--shape", default="8,100000,80", help="logits shape (DFL: the target shape, 17 bins added)")
     parser.add_argument("--losses", default="focal,qfl,dfl")
     parser.add_argument("--modes", default="eager,function,jit")
+    parser.add_argument("--implementations", default=None,
+                        help="comma-separated subset of the implementations (default: all of each loss)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per (implementation, mode)")
     parser.add_argument("--child", nargs=3, metavar=("LOSS", "IMPL", "MODE"), help=argparse.SUPPRESS)
@@ -251,8 +255,10 @@ def main():
                  f"{'over inputs':>13}{'GPU peak GB':>13}{'speed-up':>10}{'memory':>9}"
         print(header)
         for mode in args.modes.split(","):
+            chosen = [i for i in IMPLEMENTATIONS[loss_name]
+                      if args.implementations is None or i in args.implementations.split(",")]
             results = {impl: run_one(loss_name, impl, mode, loss_shape, args.repeats, args.timeout)
-                       for impl in IMPLEMENTATIONS[loss_name]}
+                       for impl in chosen}
             peer = results.get(PEER[loss_name], {})
             for impl, r in results.items():
                 if "skipped" in r:

@@ -33,13 +33,16 @@ CLASS_NAMES = ("background", "disc", "square", "bar")
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="a few images and steps: seconds, to check that it runs")
-    p.add_argument("--size", type=int, default=48, help="image side in pixels")
-    p.add_argument("--train-images", type=int, default=512)
-    p.add_argument("--test-images", type=int, default=128)
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--size", type=int, default=40, help="image side in pixels")
+    p.add_argument("--train-images", type=int, default=384)
+    p.add_argument("--test-images", type=int, default=96)
+    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--width", type=int, default=32, help="channels of the net's convolutions")
     p.add_argument("--dice-weight", type=float, default=1.0)
+    p.add_argument("--method", default="effective", choices=("effective", "inverse"), help="from_counts method")
+    p.add_argument("--beta", type=float, default=0.999,
+                   help="from_counts beta (effective number; counts far above 1 / (1 - beta) get equal weights)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.tiny:
@@ -124,7 +127,7 @@ def build_model(size, num_classes, width, seed):
     return keras.Model(inputs, logits)
 
 
-def focal_dice_loss(counts, num_classes, dice_weight):
+def focal_dice_loss(counts, num_classes, dice_weight, method="effective", beta=0.999):
     """SparseCategoricalFocalLoss(alpha from the pixel counts, ignore_class=VOID) + dice_weight * Dice.
 
     Dice (`keras.losses.Dice` over the height and width axes, one value per image and class, then averaged) is
@@ -135,7 +138,8 @@ def focal_dice_loss(counts, num_classes, dice_weight):
 
     from keras_focal.losses import SparseCategoricalFocalLoss
 
-    focal = SparseCategoricalFocalLoss.from_counts(counts, from_logits=True, ignore_class=VOID)
+    focal = SparseCategoricalFocalLoss.from_counts(counts, method=method, beta=beta, from_logits=True,
+                                                   ignore_class=VOID)
     dice = keras.losses.Dice(axis=(1, 2))
 
     def loss(y_true, y_pred):
@@ -175,7 +179,7 @@ def run(args):
     train = make_data(args.train_images, args.size, args.seed)
     test = make_data(args.test_images, args.size, args.seed + 1)
     counts = pixel_counts(train[1], num_classes)
-    focal, focal_dice = focal_dice_loss(counts, num_classes, args.dice_weight)
+    focal, focal_dice = focal_dice_loss(counts, num_classes, args.dice_weight, args.method, args.beta)
     results = {"pixel_counts": counts.tolist(), "alpha": focal.alpha}
     runs = {
         "focal+dice": focal_dice,
@@ -192,7 +196,7 @@ def main(argv=None):
     args = parse_args(argv)
     results = run(args)
     print(f"pixel counts {dict(zip(CLASS_NAMES, results['pixel_counts']))}")
-    print("alpha (from_counts, effective number, beta 0.999): "
+    print(f"alpha (from_counts, method {args.method}, beta {args.beta}): "
           + ", ".join(f"{n} {a:.3f}" for n, a in zip(CLASS_NAMES, results["alpha"])))
     print(f"{'loss':<16}{'mean IoU':>9}  " + "".join(f"{n:>12}" for n in CLASS_NAMES) + f"{'train s':>9}")
     for name in ("focal+dice", "cross-entropy"):

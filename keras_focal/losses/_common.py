@@ -186,7 +186,8 @@ class LossFunctionWrapper(keras.losses.Loss):
             sample_weight = ops.cast(ops.convert_to_tensor(sample_weight), dtype)
             rank = len(sample_weight.shape)
             if 0 < rank < values_rank:  # the leading shape: one weight per example / pixel
-                sample_weight = ops.reshape(sample_weight, tuple(ops.shape(sample_weight)) + (1,) * (values_rank - rank))
+                trailing = (1,) * (values_rank - rank)
+                sample_weight = ops.reshape(sample_weight, tuple(ops.shape(sample_weight)) + trailing)
         if self._ignoring():
             kept = self._kept(t, p, dtype)
             if self.last_axis == "mean":

@@ -33,7 +33,8 @@ def _per_class_alpha(alpha, num_classes, loss_name, unit_interval=False):
         )
     if unit_interval and not all(0.0 <= a <= 1.0 for a in alpha):
         raise ValueError(
-            f"{loss_name}: per-class alpha must lie in [0, 1] (a_t = alpha_c y + (1 - alpha_c)(1 - y)), got {list(alpha)}."
+            f"{loss_name}: per-class alpha must lie in [0, 1] (a_t = alpha_c y + (1 - alpha_c)(1 - y)), "
+            f"got {list(alpha)}."
         )
     return tuple(float(a) for a in alpha)
 
@@ -80,7 +81,8 @@ def class_weights_from_counts(counts, method="effective", beta=0.999):
     """
     counts = np.asarray(counts, dtype=np.float64)
     if counts.ndim != 1 or counts.size == 0:
-        raise ValueError(f"from_counts: counts must be a flat sequence of C per-class counts, got shape {counts.shape}.")
+        raise ValueError(
+            f"from_counts: counts must be a flat sequence of C per-class counts, got shape {counts.shape}.")
     bad = np.flatnonzero(~(counts > 0))
     if bad.size:
         raise ValueError(
