@@ -4,7 +4,7 @@
     python benchmarks/accuracy.py --models retina,keras_hub         # the README's first accuracy row
     python benchmarks/accuracy.py --train-examples 1000             # the README's second row: 250 steps each
     python benchmarks/accuracy.py --epochs 1 --train-examples 64 --eval-examples 16      # a smoke run
-    python benchmarks/accuracy.py --ablation today,cosine,mosaic,mixup      # the training recipe at the main job's budget
+    python benchmarks/accuracy.py --ablation today,cosine,mosaic,mixup --epochs 4    # the training recipe ablation
 
 `--ablation` trains the main job's compact GFL (ResNet-18, FPN and subnets 64 wide with 2 convs, 128 px, batch 8,
 AdamW 1e-3, 4 epochs of the 2000 training images, anchor targets encoded in the train step) once per named recipe

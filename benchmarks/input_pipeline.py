@@ -77,7 +77,7 @@ def coco_examples(json_path):
 
 def keras_focal_rows(examples, size, batch_size, rows):
     """{row name: a function returning a fresh iterator of batches} for one image size."""
-    from keras_focal.data import make_dataset
+    from keras_focal.data import MosaicMixup, make_dataset
     from keras_focal.models.heads import GFLHead, RetinaNetHead
 
     retina = RetinaNetHead().anchor_encoder()
@@ -94,6 +94,9 @@ def keras_focal_rows(examples, size, batch_size, rows):
         "RetinaNet encoder alone, max_boxes=100": pipeline(encoder=retina),
         "RetinaNet encoder alone, max_boxes=20": pipeline(encoder=retina, max_boxes=20),
         "+ augmentation + GFL ATSS encoder": pipeline(augment=True, encoder=gfl),
+        "+ augmentation + mosaic": pipeline(augment=True, mosaic=MosaicMixup(mosaic=1.0)),
+        "+ augmentation + mosaic + GFL ATSS encoder": pipeline(augment=True, encoder=gfl,
+                                                             mosaic=MosaicMixup(mosaic=1.0)),
         "GFL ATSS encoder alone, max_boxes=100": pipeline(encoder=gfl),
         "GFL ATSS encoder alone, max_boxes=20": pipeline(encoder=gfl, max_boxes=20),
     }

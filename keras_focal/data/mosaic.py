@@ -4,16 +4,16 @@ Both work on a group of G examples already resized (and augmented) to the traini
 and draw their partners from the same group, so each decoded image is used about once per tile and the pipeline
 decodes no more images than without them (YOLOv4 and ultralytics read three more images per mosaic):
 
-- **Mosaic** (YOLOv4, Bochkovskiy et al. 2020, section 3.3; ultralytics `data/augment.py` `Mosaic`). A centre
-  (yc, xc) is drawn uniformly in `centre_range` of the output's height and width and rounded to whole pixels; it
-  splits the output into four quadrants. Tile k (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right) is an
-  image of the group stretched to (th, tw) = round(tile_scale * (H, W)) pixels, placed with its inner corner on the
-  centre: its top-left pixel lands at (oy, ox) with oy = yc - th for the top tiles, yc for the bottom ones (ox the
-  same with xc and tw), and it shows only inside its quadrant (the rest is `fill_value`). Tile 0 is the example's own
-  image, tiles 1-3 are drawn from the group (with replacement, as ultralytics draws them). A normalized box
-  coordinate s of tile k goes to u = (s * th + oy) / H (x: (s * tw + ox) / W), then the box is clipped to the part
-  of its quadrant the tile covers and dropped if under `min_size_px` on a side or if under `min_visible` of its
-  area is left (ultralytics `box_candidates`: area_thr 0.1).
+- **Mosaic** (YOLOv4, Bochkovskiy et al. 2020, section 3.3; ultralytics `data/augment.py` `Mosaic`). A centre (yc, xc)
+  is drawn uniformly in `centre_range` of the output's height and width and rounded to whole pixels; it splits the
+  output into four quadrants. Tile k (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right) is an image of the group
+  stretched to (th, tw) = round(tile_scale * (H, W)) pixels, placed with its inner corner on the centre: its top-left
+  pixel lands at (oy, ox) with oy = yc - th for the top tiles, yc for the bottom ones (ox the same with xc and tw),
+  and it shows only inside its quadrant (the rest is `fill_value`). Tile 0 is the example's own image, tiles 1-3 other
+  examples of the group, each drawn independently (repeats possible, as ultralytics' draws). A normalized box
+  coordinate s of tile k goes to u = (s * th + oy) / H (x: (s * tw + ox) / W), then the box is clipped to the part of
+  its quadrant the tile covers and dropped if under `min_size_px` on a side or if under `min_visible` of its area is
+  left (ultralytics `box_candidates`: area_thr 0.1).
 - **MixUp** (Zhang et al. 2018; YOLOX / ultralytics `MixUp`: two mosaics blended). The output of example i becomes
   `r * x_i + (1 - r) * x_j`, with j another example of the group and r ~ Beta(32, 32) (ultralytics'), and the boxes
   of both, unweighted.
@@ -105,9 +105,9 @@ class MosaicMixup:
         return tf.concat([uniform, ratio[None]], axis=0)
 
     def combine(self, images, boxes, classes, extra, draws):
-        """One group: images float32 [G, H, W, 3], boxes [G, M, 4] and classes int32 [G, M] padded with -1, extra
-        {name: int32 [G, M]} (padded with 0), draws [G, NUM_DRAWS] from `draw` -> (images [G, H, W, 3], boxes
-        [G, 8M, 4], classes [G, 8M], extra) with the boxes that survive first and -1 padding after."""
+        """One group: images float32 [G, H, W, 3] (H and W static), boxes [G, M, 4] and classes int32 [G, M]
+        padded with -1, extra {name: int32 [G, M]} (padded with 0), draws [G, NUM_DRAWS] from `draw` -> (images
+        [G, H, W, 3], boxes [G, 8M, 4], classes [G, 8M], extra) with the boxes that survive first, -1 padding after."""
         images = tf.cast(images, tf.float32)
         boxes = tf.cast(boxes, tf.float32)
         classes = tf.cast(classes, tf.int32)
