@@ -184,18 +184,20 @@ def child(loss_name, impl, mode, shape, repeats):
     if not _reset_peak_rss():
         raise SystemExit("cannot reset the peak RSS here (needs Linux /proc/self/clear_refs)")
     rss_before_kb = _status_kb("VmRSS")
-    times, values = [], []
+    times, cpu_times, values = [], [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         value, grad = step(labels, logits)
         _ = grad.numpy().ravel()[0]  # wait for the result
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
         values.append(float(value))
         del value, grad  # so that the next call starts from the same resident set
     bytes_moved = labels.numpy().nbytes + 2 * logits.numpy().nbytes  # read logits + labels, write the gradient
     ms = 1000 * float(np.median(times))
     out = {
         "ms": ms,
+        "cpu_ms": 1000 * float(np.median(cpu_times)),  # CPU time of all threads: steadier on a shared machine
         "gbps": bytes_moved / (ms / 1000) / 1e9,
         "peak_rss_gb": _status_kb("VmHWM") / 1e6,
         "peak_over_inputs_gb": (_status_kb("VmHWM") - rss_before_kb) / 1e6,
@@ -273,6 +275,7 @@ def main():
             scalar, vector = results.get("keras_focal", {}), results.get("keras_focal_vector_alpha", {})
             if "ms" in scalar and "ms" in vector:
                 print(f"{'':<24}{mode:<10}vector alpha / scalar alpha: {vector['ms'] / scalar['ms']:.2f}x time, "
+                      f"{vector['cpu_ms'] / scalar['cpu_ms']:.2f}x CPU time, "
                       f"{vector['peak_over_inputs_gb'] / max(scalar['peak_over_inputs_gb'], 1e-9):.2f}x memory")
         print(f"(speed-up and memory are relative to {PEER[loss_name]}; memory: GPU peak if any, else the "
               "peak RSS growth over the inputs)\n")

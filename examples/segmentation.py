@@ -5,8 +5,8 @@ rare (large discs, small squares, thin bars), whose 1-pixel outlines are labelle
 One small fully-convolutional Keras net is trained twice from the same initial weights, for the same number of
 steps, on the same data:
 
-- `SparseCategoricalFocalLoss.from_counts(pixel counts, ignore_class=255)` plus `keras.losses.Dice` on the softmax
-  (void pixels left out of both);
+- `SparseCategoricalFocalLoss.from_counts(pixel counts, beta=0.99999, ignore_class=255)` plus `keras.losses.Dice`
+  on the softmax (void pixels left out of both);
 - plain `keras.losses.SparseCategoricalCrossentropy(ignore_class=255)`.
 
 Both are scored with `keras.metrics.MeanIoU(ignore_class=255)` on held-out images; the per-class IoU shows where
@@ -41,7 +41,9 @@ def parse_args(argv=None):
     p.add_argument("--width", type=int, default=32, help="channels of the net's convolutions")
     p.add_argument("--dice-weight", type=float, default=1.0)
     p.add_argument("--method", default="effective", choices=("effective", "inverse"), help="from_counts method")
-    p.add_argument("--beta", type=float, default=0.999,
+    # Pixel counts run to hundreds of thousands: the effective number (1 - beta^n) / (1 - beta) saturates at
+    # 1 / (1 - beta), so the loss's default beta = 0.999 would give every class about the same weight.
+    p.add_argument("--beta", type=float, default=0.99999,
                    help="from_counts beta (effective number; counts far above 1 / (1 - beta) get equal weights)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
