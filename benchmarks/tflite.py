@@ -8,8 +8,10 @@ detections each form keeps.
 Rows:
 - `savedmodel`: `tf.saved_model.load(dir).signatures["serving_default"]` (TensorFlow's own thread pools, all
   cores), the reference. Without --saved-model the checkpoint is exported to a temporary folder first.
-- `tflite float32`, `tflite float16`, `tflite dynamic`: `keras_focal.export.export_tflite(model, path,
-  quantization=...)`, run by `keras_focal.export.TFLiteDetector(path, num_threads=1 or 2)` (XNNPACK on CPU).
+- `tflite float32`, `tflite float16`, `tflite dynamic`, `tflite int8`: `keras_focal.export.export_tflite(model,
+  path, quantization=...)`, run by `keras_focal.export.TFLiteDetector(path, num_threads=1 or 2)` (XNNPACK on CPU).
+  int8 is calibrated on the first 100 images of --calibration-split (the training split), and the ops of its
+  integer and float sections are printed.
 - with `--nms postprocess`, two more float32 files where the class-offset NMS is replaced by TFLite's
   `TFLite_Detection_PostProcess` op (per-class "regular" NMS, and the class-agnostic "fast" NMS), the other way to
   put NMS in a `.tflite` file. The op decodes center-size box encodings against anchors itself, so the decoded
@@ -31,7 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from _profile import time_interleaved  # noqa: E402
 
-QUANTIZATIONS = {"float32": None, "float16": "float16", "dynamic": "dynamic"}
+QUANTIZATIONS = {"float32": None, "float16": "float16", "dynamic": "dynamic", "int8": "int8"}
 KEPT_SCORE_TOLERANCE = 1e-3
 KEPT_BOX_TOLERANCE_PX = 0.5
 
@@ -44,6 +46,8 @@ def parse_args(argv=None):
     p.add_argument("--dataset", default="keras_focal_shapes", help="dataset for COCO AP (default: %(default)s)")
     p.add_argument("--split", default="validation", help="split for COCO AP and 'kept' (default: %(default)s)")
     p.add_argument("--max-images", type=int, default=None, help="evaluate only this many images")
+    p.add_argument("--calibration-split", default="train",
+                   help="split whose first 100 images calibrate the int8 file (default: %(default)s)")
     p.add_argument("--iters", type=int, default=30, help="timed calls per runner (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls per runner first (default: %(default)s)")
     p.add_argument("--nms", nargs="*", default=[], choices=["postprocess"],
@@ -174,10 +178,16 @@ def main(argv=None):
         return {k: v.numpy() for k, v in serve(images=tf.constant(x)).items()}
 
     files = {}
-    traced = tflite.trace(model)
+    traced = {None: tflite.trace(model), "int8": tflite.trace(model, quantization="int8")}
     for name, quantization in QUANTIZATIONS.items():
+        calibration = kd.load(args.dataset, split=args.calibration_split) if quantization == "int8" else None
         files[f"tflite {name}"] = export_tflite(model, os.path.join(folder, f"{model.name}_{name}.tflite"),
-                                                quantization=quantization, traced=traced)
+                                                quantization=quantization,
+                                                traced=traced["int8" if quantization == "int8" else None],
+                                                representative_data=calibration)
+    summary = tflite.op_summary(files["tflite int8"])
+    print("int8 file, integer section:", ", ".join(f"{op} x{n}" for op, n in sorted(summary["integer"].items())))
+    print("int8 file, float section:", ", ".join(f"{op} x{n}" for op, n in sorted(summary["float"].items())))
     for form in args.nms:
         for regular in (True, False):
             path = os.path.join(folder, f"{model.name}_float32_{form}_{'regular' if regular else 'fast'}.tflite")

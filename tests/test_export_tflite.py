@@ -135,7 +135,7 @@ def test_export_is_atomic(model, tmp_path, monkeypatch):
     from keras_focal.export import export_tflite, tflite
 
     with pytest.raises(ValueError, match="quantization must be one of"):
-        export_tflite(model, str(tmp_path / "x.tflite"), quantization="int8")
+        export_tflite(model, str(tmp_path / "x.tflite"), quantization="int4")
     previous = tmp_path / "model.tflite"
     previous.write_bytes(b"previous version")
 
@@ -143,7 +143,7 @@ def test_export_is_atomic(model, tmp_path, monkeypatch):
         file.write(data[:10])
         raise OSError("disk full")
 
-    monkeypatch.setattr(tflite, "convert_tflite", lambda model, quantization, traced: b"0123456789" * 100)
+    monkeypatch.setattr(tflite, "convert_tflite", lambda model, *args: b"0123456789" * 100)
     monkeypatch.setattr(tflite, "_write_bytes", failing_write)
     with pytest.raises(OSError, match="disk full"):
         export_tflite(model, str(previous))
