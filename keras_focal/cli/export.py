@@ -28,8 +28,16 @@ def add_arguments(p):
                    help="the model's base path; the version goes to <export-dir>/<version>/")
     p.add_argument("--format", choices=["savedmodel", "tflite"], default="savedmodel",
                    help="savedmodel (TF Serving) or tflite (one file for the LiteRT interpreter)")
-    p.add_argument("--quantization", choices=["float16", "dynamic"], default=None,
-                   help="tflite only: float16 weights, or dynamic-range int8 weights (default: float32)")
+    p.add_argument("--quantization", choices=["float16", "dynamic", "int8"], default=None,
+                   help="tflite only: float16 weights, dynamic-range int8 weights, or int8: full-integer, "
+                        "calibrated on --data (default: float32)")
+    p.add_argument("--data", default=None, metavar="SOURCE",
+                   help="--quantization int8 only: the calibration images, the first 100 of this source's train "
+                        "split (a tfds name, COCO JSON, VOC folder or YOLO data.yaml)")
+    p.add_argument("--image-dir", default=None, help="the images of a COCO JSON --data (default: its folder)")
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), default=None,
+                   help="tflite only: the frame size the file takes (e.g. a camera's); the resize or letterbox to "
+                        "the model's size is then inside the file (default: the model's size)")
     p.add_argument("--output", default=None,
                    help="tflite only: the file to write (default: tflite_models/<export-dir name>_<quantization>"
                         ".tflite)")
@@ -62,8 +70,11 @@ def load_checkpoint(args):
 
 
 def run(args):
-    if args.format != "tflite" and (args.quantization or args.output):
-        raise common.UsageError("argument --quantization / --output: apply to --format tflite only")
+    if args.format != "tflite" and (args.quantization or args.output or args.input_size):
+        raise common.UsageError("argument --quantization / --output / --input-size: apply to --format tflite only")
+    if (args.quantization == "int8") != (args.data is not None):
+        raise common.UsageError("argument --data: needed with --quantization int8 (the calibration images), and "
+                                "only there")
     if not os.path.exists(args.checkpoint):
         raise common.UsageError(f"argument --checkpoint: {args.checkpoint} does not exist; train first "
                                 "(keras-focal train) or pass --checkpoint")
@@ -75,7 +86,13 @@ def run(args):
     if args.format == "tflite":
         name = os.path.basename(os.path.normpath(args.export_dir))
         output = args.output or os.path.join("tflite_models", f"{name}_{args.quantization or 'float32'}.tflite")
-        path = keras_focal.export.export_tflite(model, output, quantization=args.quantization)
+        data = None
+        if args.data is not None:
+            import keras_focal.data
+
+            data = keras_focal.data.load(args.data, split="train", image_dir=args.image_dir)
+        path = keras_focal.export.export_tflite(model, output, quantization=args.quantization,
+                                                representative_data=data, input_size=args.input_size)
         print(f"Exported {args.checkpoint} to {path} ({os.path.getsize(path) / 1e6:.1f} MB, "
               f"{args.quantization or 'float32'}, {settings})")
         print(f"Run it with: keras-focal predict --model {path} --images IMAGE.jpg")
