@@ -79,8 +79,8 @@ def test_wrong_length_alpha_names_both_lengths(make):
         loss(y, SOFTMAX)
 
 
-def test_binary_vector_alpha_outside_unit_interval_is_refused():
-    with pytest.raises(ValueError, match=r"per-class alpha must lie in \[0, 1\]"):
+def test_binary_vector_alpha_above_one_warns():
+    with pytest.warns(UserWarning, match=r"negative weight 1 - alpha_c"):
         FocalLoss(alpha=[0.5, 1.5])
 
 
@@ -100,9 +100,10 @@ def test_from_counts_weights(method, beta):
         loss = cls.from_counts(COUNTS, method=method, beta=beta, gamma=1.0, from_logits=True)
         assert isinstance(loss.alpha, list) and loss.gamma == 1.0 and loss.from_logits
         np.testing.assert_allclose(loss.alpha, expected, rtol=1e-12)
-    # sigmoid: alpha_c / (1 - alpha_c) = w_c, so that a_t stays in [0, 1]
-    alpha = np.array(FocalLoss.from_counts(COUNTS, method=method, beta=beta).alpha)
-    np.testing.assert_allclose(alpha / (1 - alpha), expected, rtol=1e-12)
+    # sigmoid: the weights become alpha as they are (they sum to C), with a warning about 1 - alpha_c < 0
+    with pytest.warns(UserWarning, match="above 1"):
+        alpha = np.array(FocalLoss.from_counts(COUNTS, method=method, beta=beta).alpha)
+    np.testing.assert_allclose(alpha, expected, rtol=1e-12)
 
 
 def test_from_counts_by_hand_and_errors():

@@ -5,6 +5,8 @@ Every loss is a plain function returning unreduced values (what a detector calls
 never as a sigmoid followed by a log; half-precision inputs are computed and returned in float32.
 """
 
+import warnings
+
 import numpy as np
 
 import keras
@@ -21,7 +23,7 @@ def _per_class_alpha(alpha, num_classes, loss_name, unit_interval=False):
     """`alpha` as the losses use it: None, a float, or a tuple of C floats checked against the class axis.
 
     A tuple (hashable) is what the fused kernel is compiled with; it becomes a constant vector broadcast along the
-    last axis. `unit_interval` asks for entries in [0, 1] (the sigmoid losses' `a_t`, whose negative-class weight
+    last axis. `unit_interval` warns about entries above 1 (the sigmoid losses' `a_t`, whose negative-class weight
     is `1 - alpha_c`).
     """
     if not isinstance(alpha, (list, tuple)):
@@ -31,11 +33,12 @@ def _per_class_alpha(alpha, num_classes, loss_name, unit_interval=False):
             f"{loss_name}: alpha has {len(alpha)} per-class weights but y_pred has {num_classes} classes "
             "(its last axis); give one weight per class."
         )
-    if unit_interval and not all(0.0 <= a <= 1.0 for a in alpha):
-        raise ValueError(
-            f"{loss_name}: per-class alpha must lie in [0, 1] (a_t = alpha_c y + (1 - alpha_c)(1 - y)), "
-            f"got {list(alpha)}."
-        )
+    if unit_interval and any(a > 1.0 for a in alpha):
+        warnings.warn(
+            f"{loss_name}: per-class alpha {list(alpha)} has entries above 1, so the negatives of those columns get "
+            "the negative weight 1 - alpha_c in a_t = alpha_c y + (1 - alpha_c)(1 - y). Entries in [0, 1] keep "
+            "both weights non-negative (alpha_c = w_c / (1 + w_c) gives positives-to-negatives odds w_c).",
+            stacklevel=3)
     return tuple(float(a) for a in alpha)
 
 
@@ -459,10 +462,10 @@ class FocalLoss(_FromCounts, C.LossFunctionWrapper):
     `FocalLoss.from_counts(counts, method="effective", beta=0.999, **kwargs)` takes the per-class counts of
     positives and gives each column the class-balanced weight `w_c` of Cui et al. 2019 ("Class-Balanced Loss
     Based on Effective Number of Samples"), `w_c = (1 - beta) / (1 - beta^n_c)` (or `1 / n_c` with
-    `method="inverse"`), scaled so that the `w_c` sum to C. In `a_t` it becomes the odds of the column's positives
-    against its negatives: `alpha_c / (1 - alpha_c) = w_c`, i.e. `alpha_c = w_c / (1 + w_c)` (as
-    `BalancedCrossentropy.from_counts` sets `alpha / (1 - alpha)` to a weight ratio), since `a_t` needs
-    `alpha_c` in [0, 1]; classes of equal counts get `alpha_c = 0.5`.
+    `method="inverse"`), scaled so that the `w_c` sum to C; the `w_c` become `alpha`. Since they average 1, a
+    class rarer than average gets `alpha_c > 1`, and `a_t` then weights that column's negatives by
+    `1 - alpha_c < 0` (a warning says so). For the sigmoid loss, `alpha=[w / (1 + w) for w in
+    class_weights_from_counts(counts)]` keeps `alpha_c` in [0, 1] with positives-to-negatives odds `w_c`.
 
     Example:
 
@@ -473,7 +476,7 @@ class FocalLoss(_FromCounts, C.LossFunctionWrapper):
     >>> float(loss(y_true, y_pred)) > 0
     True
     >>> FocalLoss.from_counts([100, 100]).alpha
-    [0.5, 0.5]
+    [1.0, 1.0]
     """
 
     def __init__(self, alpha=0.25, gamma=2.0, from_logits=False, label_smoothing=0.0, ignore_class=None,
@@ -482,10 +485,6 @@ class FocalLoss(_FromCounts, C.LossFunctionWrapper):
                          dtype=dtype, kept_fn=_kept_entries, alpha=alpha, gamma=gamma, from_logits=from_logits,
                          label_smoothing=label_smoothing, ignore_class=ignore_class)
         _per_class_alpha(self.alpha, None, self.name, unit_interval=True)
-
-    @classmethod
-    def _alpha_from_weights(cls, weights):
-        return [w / (1.0 + w) for w in weights]
 
 
 @keras.saving.register_keras_serializable(package="keras_focal")
