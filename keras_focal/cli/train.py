@@ -20,6 +20,7 @@ With TF_CONFIG naming several workers it trains with MultiWorkerMirroredStrategy
 command on every worker.
 """
 
+import argparse
 import json
 import os
 import re
@@ -42,6 +43,13 @@ def add_arguments(p):
     data.add_argument("--image-size", type=int, default=defaults.IMAGE_SIZE,
                       help="square training and serving size in pixels")
     data.add_argument("--no-augment", action="store_true", help="disable flip and scale-jitter augmentation")
+    recipe = _default_recipe()
+    data.add_argument("--mosaic", type=float, default=recipe.mosaic, metavar="P",
+                      help="probability that a training image is a mosaic of four (docs/input_pipeline.md)")
+    data.add_argument("--mixup", type=float, default=recipe.mixup, metavar="P",
+                      help="probability that a training image is blended with another (MixUp)")
+    data.add_argument("--close-mosaic", type=int, default=recipe.close_mosaic, metavar="EPOCHS",
+                      help="train the last EPOCHS epochs without mosaic and mixup")
     data.add_argument("--letterbox", action="store_true",
                       help="resize keeping the aspect ratio and pad, in training, evaluation and the export (always "
                            "on with --torchvision-checkpoint: torchvision's models were trained that way)")
@@ -87,7 +95,13 @@ def add_arguments(p):
     optim.add_argument("--learning-rate", type=float, default=None,
                        help="base learning rate (default: 0.01 * batch/16 for sgd, 1e-3 for adamw)")
     optim.add_argument("--weight-decay", type=float, default=1e-4, help="weight decay (paper: 1e-4)")
-    optim.add_argument("--warmup-steps", type=int, default=200, help="linear warmup steps")
+    optim.add_argument("--warmup-steps", type=int, default=recipe.warmup_steps, help="linear warmup steps")
+    optim.add_argument("--schedule", default=recipe.schedule, choices=["cosine", "step"],
+                       help="cosine: Keras' CosineDecay to 1%% of the rate; step: 10x drops at --decay-epochs")
+    optim.add_argument("--ema", action=argparse.BooleanOptionalAction, default=recipe.ema,
+                       help="train with an exponential moving average of the weights; it is what is evaluated, "
+                            "saved and exported")
+    optim.add_argument("--ema-momentum", type=float, default=recipe.ema_momentum, help="EMA decay per step")
     optim.add_argument("--decay-epochs", type=int, nargs="*", default=None,
                        help="epochs after which the rate drops 10x (default: at 2/3 and 8/9 of training, as the 1x "
                             "schedule)")
@@ -130,6 +144,21 @@ def run_name(args):
     stem = re.sub(r"^keras_focal_", "", stem)
     stem = re.sub(r"[^A-Za-z0-9.-]+", "_", stem).strip("_") or "run"
     return f"{stem}_{head}"
+
+
+def _default_recipe():
+    from keras_focal.training.recipe import Recipe
+
+    return Recipe()
+
+
+def recipe_of(args):
+    """The `keras_focal.training.Recipe` the flags describe."""
+    from keras_focal.training.recipe import Recipe
+
+    return Recipe(schedule=args.schedule, warmup_steps=args.warmup_steps, ema=args.ema,
+                  ema_momentum=args.ema_momentum, mosaic=args.mosaic, mixup=args.mixup,
+                  close_mosaic=args.close_mosaic)
 
 
 def resolve(args):
@@ -216,13 +245,21 @@ def run(args):
     num_train = int(train_examples.cardinality())
     eval_ds = common.load(eval_part)
     size = (args.image_size, args.image_size)
+    try:
+        recipe = recipe_of(args)
+        mixer = recipe.mosaic_mixup()  # outside the strategy scope: its rates are host variables
+    except ValueError as e:
+        raise common.UsageError(str(e)) from None
+    if mixer is not None and args.data_service:
+        raise common.UsageError("--mosaic / --mixup read their rates from this process: they do not run on "
+                                "tf.data service workers (--data-service)")
     with strategy.scope():
         model = build_model(args, info, size)
         steps = args.steps_per_epoch or max(1, num_train // args.batch_size)
-        optimizer = training.make_optimizer(
+        optimizer = recipe.optimizer(
             args.optimizer, steps_per_epoch=steps, epochs=args.epochs, batch_size=args.batch_size,
-            learning_rate=args.learning_rate, warmup_steps=args.warmup_steps, decay_epochs=args.decay_epochs,
-            weight_decay=args.weight_decay, clipnorm=args.clipnorm)
+            learning_rate=args.learning_rate, decay_epochs=args.decay_epochs, weight_decay=args.weight_decay,
+            clipnorm=args.clipnorm)
         model.compile(optimizer=optimizer, jit_compile=args.jit_compile)
     if not args.no_check and chief:
         check_data(args, train_part, model)
@@ -236,7 +273,7 @@ def run(args):
                                                          if args.data_service else ""))
     train_ds = data.make_dataset(
         train_examples, image_size=size, batch_size=args.batch_size, encoder=encoder, augment=not args.no_augment,
-        shuffle=True, repeat=True, seed=args.seed, letterbox=model.letterbox)
+        shuffle=True, repeat=True, seed=args.seed, letterbox=model.letterbox, mosaic=mixer)
     if args.data_service:
         train_ds = data.service.distribute(train_ds, args.data_service)
 
@@ -255,6 +292,8 @@ def run(args):
     if args.eval_every:
         eval_callback = evaluation.COCOEvalCallback(eval_ds, every_n_epochs=args.eval_every, **eval_options)
         callbacks.insert(0, eval_callback)  # first: the callbacks after it see val_AP in the epoch logs
+    # BackupAndRestore, then the recipe's (closing mosaic, swapping the EMA in), then evaluation and checkpoints.
+    callbacks = recipe.callbacks(callbacks, optimizer, mixer, epochs=args.epochs)
 
     start = time.time()
     try:
@@ -268,12 +307,16 @@ def run(args):
                     train_examples.shard(context.num_input_pipelines, context.input_pipeline_id), image_size=size,
                     batch_size=context.get_per_replica_batch_size(args.batch_size), encoder=encoder,
                     augment=not args.no_augment, shuffle=True, repeat=True, seed=args.seed,
-                    letterbox=model.letterbox)
+                    letterbox=model.letterbox, mosaic=mixer)
 
-            loop_callbacks = [c for c in callbacks if not isinstance(c, keras.callbacks.BackupAndRestore)]
+            # The loop checkpoints after the epoch-end callbacks, so the EMA is not swapped in during training
+            # (its evaluations see the raw weights); the model takes the EMA at the end, as fit does.
+            loop_callbacks = [c for c in callbacks if not isinstance(
+                c, (keras.callbacks.BackupAndRestore, keras.callbacks.SwapEMAWeights))]
             training.distributed_fit(model, worker_dataset, epochs=args.epochs, steps_per_epoch=steps,
                                      strategy=strategy, model_dir=os.path.join(args.run_dir, "train_state"),
                                      callbacks=loop_callbacks)
+            optimizer.finalize_variable_values(model.trainable_variables)
         else:
             model.fit(train_ds, epochs=args.epochs, steps_per_epoch=steps, callbacks=callbacks)
     except KeyboardInterrupt:
