@@ -1,6 +1,6 @@
 """The `keras-focal` command line: the installed script end to end on COCO's layout (train + evaluate in one command,
-the run folder, TensorBoard read back from the event file), the other subcommands in process through
-`keras_focal.cli.main`, `--data` files of every format, `--config` round trips, and errors that name the flag."""
+the run folder, TensorBoard read back from the event file), then evaluate; the other subcommands in process through
+`keras_focal.cli.main` (on tiny models), `--data` files of every format, `--config` round trips, and errors that name the flag."""
 
 import json
 import os
@@ -53,7 +53,7 @@ def read_events(log_dir):
 
 
 @pytest.mark.timeout(900)
-def test_keras_focal_train_on_coco_layout_then_the_other_subcommands(tmp_path, capsys, monkeypatch):
+def test_keras_focal_train_on_coco_layout_then_evaluate(tmp_path, capsys, monkeypatch):
     write_coco_layout(str(tmp_path / "shop"))
     # The installed script, from a working folder: runs/<name>/ and saved_models/<name>/ are relative to it.
     done = subprocess.run([KERAS_FOCAL, "train", "--dataset", "shop", *TINY, "--backbone", "resnet18", "--name",
@@ -92,15 +92,6 @@ def test_keras_focal_train_on_coco_layout_then_the_other_subcommands(tmp_path, c
     assert "AP@[.50:.95] per class" in out and all(name in out for name in ("cat", "bird", "dog"))
     assert np.isnan(metrics["AP"]) or 0.0 <= metrics["AP"] <= 1.0
     assert {d["image_id"] for d in json.loads((tmp_path / "results.json").read_text())} <= {100, 101}
-
-    found = cli.main(["predict", "--model", "runs/tiny/model.keras", "--images", "shop/val", "--score-threshold",
-                      "0", "--output-dir", "pred"])
-    assert sorted(os.path.basename(p) for p in found) == ["a.png"]
-    assert {name for detections in found.values() for name, _ in detections} <= {"cat", "bird", "dog"}
-
-    version = cli.main(["export", "--checkpoint", "runs/tiny/model.keras", "--export-dir", "saved_models/tiny",
-                        "--version", "5", "--score-threshold", "0.3"])
-    assert version.endswith(os.path.join("tiny", "5")) and os.path.exists(os.path.join(version, "saved_model.pb"))
 
 
 @pytest.fixture
@@ -283,7 +274,8 @@ def test_encode_placement_refuses_the_pipeline_for_a_dynamic_assigner():
         encode_placement("pipeline", model=dynamic)
 
 
-def test_convert_writes_a_keras_file(tmp_path, monkeypatch):
+def test_convert_then_export_and_predict(tmp_path, monkeypatch):
+    from _own_data import write_image
     from _tiny import tiny_model
 
     calls = []
@@ -300,6 +292,18 @@ def test_convert_writes_a_keras_file(tmp_path, monkeypatch):
     assert output == str(tmp_path / "retinanet.keras") and os.path.exists(output)
     assert calls == [(str(checkpoint), "retinanet_resnet50_fpn_v2", 2, (640, 640), {"class_names": ["a", "b"]})]
     assert keras_focal.evaluation.load_detector(output).class_names == ("a", "b")
+
+    version = cli.main(["export", "--checkpoint", output, "--export-dir", str(tmp_path / "served"), "--version", "5",
+                        "--score-threshold", "0.3"])
+    assert version == str(tmp_path / "served" / "5") and os.path.exists(os.path.join(version, "saved_model.pb"))
+    assert (tmp_path / "served" / "5" / "assets" / "labels.txt").read_text() == "a\nb\n"
+
+    for name, width in (("x.jpg", 80), ("y.png", 48)):
+        write_image(str(tmp_path / "photos" / name), width, 64)
+    found = cli.main(["predict", "--model", output, "--images", str(tmp_path / "photos"), "--score-threshold", "0",
+                      "--output-dir", str(tmp_path / "pred")])
+    assert sorted(os.path.basename(p) for p in found) == ["x.png", "y.png"]
+    assert {name for detections in found.values() for name, _ in detections} <= {"a", "b"}
 
 
 def test_examples_compile():
