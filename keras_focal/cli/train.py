@@ -256,6 +256,7 @@ def run(args):
     with strategy.scope():
         model = build_model(args, info, size)
         steps = args.steps_per_epoch or max(1, num_train // args.batch_size)
+        model.detection_head.total_steps = steps * args.epochs  # a head's training phases (TOOD's warm-up)
         optimizer = recipe.optimizer(
             args.optimizer, steps_per_epoch=steps, epochs=args.epochs, batch_size=args.batch_size,
             learning_rate=args.learning_rate, decay_epochs=args.decay_epochs, weight_decay=args.weight_decay,

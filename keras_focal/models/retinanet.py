@@ -236,7 +236,9 @@ class RetinaNet(keras.Model):
                 + (f" with keys {sorted(y)}" if isinstance(y, dict) else ""))
         height, width = ops.shape(x)[1], ops.shape(x)[2]
         # anchor targets from the pipeline, or the head's assigner here (static, or dynamic with the predictions)
-        targets = self.detection_head.assign_targets(y, y_pred, height, width)
+        # the step counter, for heads whose targets change during training (TOOD); a checkpoint restores it
+        step = None if self.optimizer is None else self.optimizer.iterations
+        targets = self.detection_head.assign_targets(y, y_pred, height, width, step=step)
         class_loss, box_loss = self.detection_head.loss(
             targets, y_pred, height, width, classification_loss=self.classification_loss, box_loss=self.box_loss)
         # Trackers show the global-batch values: each replica holds its share (Keras' own unscale convention).

@@ -17,7 +17,7 @@ between detectors, each as an object or a method:
 
 The detector (`keras_focal.models.RetinaNet`) calls, in this order:
 1. `outputs = head(features, num_classes)` while it builds its graph;
-2. training: `targets = head.assign_targets(targets, outputs, H, W)`, then
+2. training: `targets = head.assign_targets(targets, outputs, H, W, step)`, then
    `head.loss(targets, outputs, H, W, classification_loss, box_loss)`;
 3. inference: `DetectionDecoder(head.scores(outputs), head.decode_boxes(outputs, H, W), H, W)`.
 """
@@ -87,6 +87,9 @@ class DenseHead:
     fpn_extra_levels_from = "c5"
     nms_iou_threshold = 0.5
     assignment_keys = ()
+    # The number of train steps of the run, set by the training entry point (`keras-focal train`); heads whose
+    # targets change during training (TOOD's warm-up) read it.
+    total_steps = None
 
     def __init__(self, num_convs=4, anchor_generator=None, assigner=None, box_coder=None):
         if int(num_convs) < 0:
@@ -141,12 +144,13 @@ class DenseHead:
         return AnchorEncoder(anchor_generator=self.anchor_generator, assigner=self.assigner,
                              outputs=("class_targets", "matched_indices"))
 
-    def assign_targets(self, targets, outputs, image_height, image_width):
+    def assign_targets(self, targets, outputs, image_height, image_width, step=None):
         """The targets the loss reads, from the batch's `targets`: as they are when the pipeline encoded them
         ("class_targets" present); else the assigner runs here, on "boxes" [B, M, 4] and "classes" [B, M]
         (crowd boxes, "is_crowd" > 0, are never assigned), with the head's detached scores and decoded boxes
         when it needs predictions. Returns `targets` plus "class_targets", "matched_indices" and the assigner's
-        extra entries."""
+        extra entries. `step` is the train-step counter (the optimizer's `iterations`), for heads whose targets
+        change during training; unused here."""
         if "class_targets" in targets:
             return targets
         classes = ops.cast(targets["classes"], "int32")

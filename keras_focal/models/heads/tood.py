@@ -14,10 +14,10 @@ Data flow:
     and the exported graph use);
   - boxes, anchor-free (mmdetection `anchor_type='anchor_free'`): distances (left, top, right, bottom) in strides,
     ``scale_l * exp(conv3x3(box branch))`` with one learnable scale per level;
-  - box alignment (Eq. 5, `box_alignment=True`, off by default): each of the 4 box sides, as an absolute coordinate, is read at its
-    own learnt offset ``(dy, dx) = conv3x3(relu(conv1x1(X)))`` (8 channels, zero at the start) by bilinear sampling,
-    written with gathers (`BoxAlignment`), for mmdetection's `deform_sampling`; a sampled box whose sides cross
-    keeps the unsampled one.
+  - box alignment (Eq. 5; `box_alignment=True`, off by default): each of the 4 box sides, as an absolute
+    coordinate, is read at its own learnt offset ``(dy, dx) = conv3x3(relu(conv1x1(X)))`` (8 channels, zero at the
+    start) by bilinear sampling, written with gathers (`BoxAlignment`), for mmdetection's `deform_sampling`; a
+    sampled box whose sides cross keeps the unsampled one.
   Outputs: "class_logits" [B, A, C], "alignment_logits" [B, A, 1], "box_outputs" [B, A, 4] distances.
 - `head.assign_targets`: the task-aligned assigner (`TaskAlignedAssigner(topk=13, alpha=1, beta=6)`) on the
   detached scores and decoded boxes; during the warm-up (the first `warmup_fraction` of `total_steps`, from the
