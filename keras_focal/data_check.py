@@ -105,6 +105,8 @@ def anchor_coverage(box_set, head, image_size, max_images=500, batch_size=16):
     from keras_focal.diagnostics import anchor_coverage as coverage
 
     encoder = head.anchor_encoder()
+    if encoder is None:  # the head assigns anchors from its own predictions: no coverage before training
+        return None
     boxes, classes = box_set.boxes[:max_images], box_set.classes[:max_images]
     max_boxes = max([len(c) for c in classes] + [1])
     padded = [pad_targets(b.astype(np.float32), c.astype(np.int32), max_boxes) for b, c in zip(boxes, classes)]
@@ -120,7 +122,7 @@ class CheckReport:
     image_size: int
     num_boxes: int
     small_boxes: int
-    coverage: dict
+    coverage: dict | None
     anchor_generator: object
     coverage_images: int
     suggested_image_size: int | None
@@ -131,15 +133,18 @@ class CheckReport:
 
     @property
     def best_possible_recall(self):
-        return float(self.coverage["matched_fraction"])
+        return None if self.coverage is None else float(self.coverage["matched_fraction"])
 
     def lines(self):
         size, gen, cov = self.image_size, self.anchor_generator, self.coverage
         out = [f"boxes smaller than {SMALL_BOX_PX:g} px at {size}x{size}: {self.small_boxes} of {self.num_boxes} "
-               f"({100 * self.small_share:.1f}%)",
-               f"anchor coverage, {self.head_name} head at {size}x{size} ({self.coverage_images} images, "
-               f"{cov['num_ground_truth']} boxes): best possible recall {100 * self.best_possible_recall:.1f}% "
-               f"(boxes with a positive anchor), {cov['mean_positives_per_image']:.1f} positives per image"]
+               f"({100 * self.small_share:.1f}%)"]
+        if cov is None:
+            return out + [f"anchor coverage: not measured, the {self.head_name} head assigns anchors from its own "
+                          "predictions"] + self.warnings()
+        out.append(f"anchor coverage, {self.head_name} head at {size}x{size} ({self.coverage_images} images, "
+                   f"{cov['num_ground_truth']} boxes): best possible recall {100 * self.best_possible_recall:.1f}% "
+                   f"(boxes with a positive anchor), {cov['mean_positives_per_image']:.1f} positives per image")
         for level, fraction in zip(gen.levels, cov["matched_fraction_per_level"]):
             out.append(f"  P{level} (stride {2 ** level:3d}, anchors {gen.anchor_size * 2 ** level:5.0f} px): "
                        f"{100 * fraction:5.1f}% of boxes")
@@ -155,7 +160,7 @@ class CheckReport:
                    if self.suggested_image_size else "")
             out.append(f"warning: {100 * self.small_share:.1f}% of the boxes are under {SMALL_BOX_PX:g} px at "
                        f"--image-size {self.image_size}, too small to be learned well{fix}")
-        if self.num_boxes and self.best_possible_recall < 0.9:
+        if self.num_boxes and self.coverage is not None and self.best_possible_recall < 0.9:
             out.append(f"warning: only {100 * self.best_possible_recall:.1f}% of the boxes get a positive anchor of "
                        f"the {self.head_name} head at {self.image_size}x{self.image_size}; the others are never "
                        "learned (a larger --image-size or another --head)")
