@@ -1,15 +1,20 @@
-"""TOOD against GFL on the built-in dataset at the main job's compact configuration and budget, and TOOD's options.
+"""The heads and assigners against each other on the built-in dataset, at the main job's compact configuration and
+budget: RetinaNet, RetinaNet with ATSS, GFL, TOOD and TOOD's options.
 
-    python benchmarks/tood.py                                         # gfl, tood, tood_no_small, tood_box_alignment
-    python benchmarks/tood.py --variants gfl,tood --seeds 0,1,2       # several seeds where the differences are small
-    python benchmarks/tood.py --epochs 1 --train-examples 64 --eval-examples 16      # a smoke run
+    python benchmarks/heads.py                                        # every variant, seed 0
+    python benchmarks/heads.py --variants gfl,tood --seeds 0,1,2      # several seeds where the differences are small
+    python benchmarks/heads.py --epochs 1 --train-examples 64 --eval-examples 16     # a smoke run
 
 Every variant: ResNet-18 from random init, FPN and head 64 wide with 2 convs, 128 px, batch 8, AdamW 1e-3 with the
 step schedule (`keras_focal.training.make_optimizer`), 4 epochs of the 2000 training images, augmentation on, the
-same seed and input order; COCO AP / AP50 / AP75 / AP_S from `keras_focal.evaluation.evaluate_model`. GFL's targets
-are encoded in the input pipeline, TOOD's in the train step (its assigner reads the predictions). TOOD's warm-up
+same seed and input order; COCO AP / AP50 / AP75 / AP_S from `keras_focal.evaluation.evaluate_model`. RetinaNet's and
+GFL's targets are encoded in the input pipeline, TOOD's in the train step (its assigner reads the predictions). TOOD's warm-up
 (ATSS + focal) covers the first third of the run's steps (`head.total_steps`).
 
+- `retina`: `RetinaNetHead` defaults (IoU assigner, 9 anchors per location);
+- `retina_atss`: `RetinaNetHead(assigner=ATSSAssigner())`, the ATSS paper's RetinaNet (Zhang et al. 2020, Table 3:
+  +2 AP or so on COCO with the same anchors);
+- `gfl`: `GFLHead` defaults;
 - `tood`: `TOODHead` defaults (box alignment off; the small-object rule of `TaskAlignedAssigner` on);
 - `tood_no_small`: `TaskAlignedAssigner(ensure_positive=False)`, mmdetection's assigner exactly: the AP_S of the
   small-object rule is the difference with `tood`;
@@ -23,7 +28,7 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-VARIANTS = ("gfl", "tood", "tood_no_small", "tood_box_alignment")
+VARIANTS = ("retina", "retina_atss", "gfl", "tood", "tood_no_small", "tood_box_alignment")
 
 
 def parse_args(argv=None):
@@ -42,17 +47,20 @@ def parse_args(argv=None):
 
 
 def head_for(variant, convs):
-    from keras_focal.assigners.task_aligned import TaskAlignedAssigner
-    from keras_focal.models.heads import GFLHead
-    from keras_focal.models.heads.tood import TOODHead
+    from keras_focal.assigners import ATSSAssigner, TaskAlignedAssigner
+    from keras_focal.models.heads import GFLHead, RetinaNetHead, TOODHead
 
-    if variant == "gfl":
-        return GFLHead(num_convs=convs)
-    options = {"tood": {}, "tood_no_small": {"assigner": TaskAlignedAssigner(ensure_positive=False)},
-               "tood_box_alignment": {"box_alignment": True}}
-    if variant not in options:
+    heads = {
+        "retina": lambda: RetinaNetHead(num_convs=convs),
+        "retina_atss": lambda: RetinaNetHead(num_convs=convs, assigner=ATSSAssigner()),
+        "gfl": lambda: GFLHead(num_convs=convs),
+        "tood": lambda: TOODHead(num_convs=convs),
+        "tood_no_small": lambda: TOODHead(num_convs=convs, assigner=TaskAlignedAssigner(ensure_positive=False)),
+        "tood_box_alignment": lambda: TOODHead(num_convs=convs, box_alignment=True),
+    }
+    if variant not in heads:
         raise SystemExit(f"error: unknown variant {variant!r}; expected some of {VARIANTS}")
-    return TOODHead(num_convs=convs, **options[variant])
+    return heads[variant]()
 
 
 def run(variant, seed, args, info, train, val):
