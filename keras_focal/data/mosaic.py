@@ -119,9 +119,10 @@ class MosaicMixup:
 
         m_images, m_boxes, m_classes, m_extra = self._mosaic(images, boxes, classes, extra, draws, group, height,
                                                              width)
-        # A plain example keeps its image and boxes, padded to the mosaic's 4M boxes.
+        # A plain example keeps its image and boxes, padded to the mosaic's 4M boxes. Whole images are chosen by a
+        # gather (a broadcast select over the pixels is slower).
         pad = [[0, 0], [0, 3 * boxes.shape[1]]]
-        images = tf.where(is_mosaic[:, None, None, None], m_images, images)
+        images = _choose(is_mosaic, m_images, images)
         boxes = tf.where(is_mosaic[:, None, None], m_boxes, tf.pad(boxes, pad + [[0, 0]], constant_values=-1.0))
         classes = tf.where(is_mosaic[:, None], m_classes, tf.pad(classes, pad, constant_values=-1))
         extra = {k: tf.where(is_mosaic[:, None], m_extra[k], tf.pad(tf.cast(v, tf.int32), pad))
@@ -130,8 +131,9 @@ class MosaicMixup:
         # MixUp with another output of the group: its image blended in, its boxes appended.
         partner = _partner(draws[:, _MIX_PARTNER], group)
         ratio = draws[:, _MIX_RATIO][:, None, None, None]
-        blended = ratio * images + (1.0 - ratio) * tf.gather(images, partner)
-        images = tf.where(is_mixed[:, None, None, None], blended, images)
+        images = tf.cond(tf.reduce_any(is_mixed),
+                         lambda: _choose(is_mixed, ratio * images + (1.0 - ratio) * tf.gather(images, partner), images),
+                         lambda: images)
         other_classes = tf.where(is_mixed[:, None], tf.gather(classes, partner), -1)
         other_boxes = tf.where(other_classes[..., None] >= 0, tf.gather(boxes, partner), -1.0)
         boxes = tf.concat([boxes, other_boxes], axis=1)
@@ -149,11 +151,16 @@ class MosaicMixup:
         tiles = tf.stack([own] + [_partner(draws[:, c], group) for c in (_PARTNER_1, _PARTNER_2, _PARTNER_3)],
                          axis=1)  # [G, 4] indices into the group
         small = tf.image.resize(images, (tile_h, tile_w), method="area")  # [G, th, tw, 3]
+        # One extra row and column of fill_value (index th, tw): pixels a tile does not cover read them. The output
+        # is two strips (top: tiles 0 | 1, bottom: 2 | 3), each one column gather of a pair of tiles side by side,
+        # then one row gather of the two strips stacked: no per-pixel select (a broadcast tf.where over the group
+        # cost 8x the gathers at 640 px).
+        small = tf.pad(small, [[0, 0], [0, 1], [0, 1], [0, 0]], constant_values=self.fill_value)
+        small_t = tf.transpose(small, [0, 2, 1, 3])  # [G, tw + 1, th + 1, 3]: whole columns move per index
 
         rows = tf.range(height)[None, :]  # [1, H]
         cols = tf.range(width)[None, :]
-        out = tf.fill(tf.shape(images), self.fill_value)
-        all_boxes, all_classes, all_extra = [], [], {k: [] for k in extra}
+        origins, regions = [], []
         for k in range(4):
             bottom, right = k >= 2, k % 2 == 1
             oy = yc if bottom else yc - tile_h  # [G] tile origin on the output, pixels
@@ -163,16 +170,30 @@ class MosaicMixup:
             y1 = tf.minimum(oy + tile_h, height) if bottom else yc
             x0 = xc if right else tf.maximum(ox, 0)
             x1 = tf.minimum(ox + tile_w, width) if right else xc
-            row_in = (rows >= y0[:, None]) & (rows < y1[:, None])  # [G, H]
-            col_in = (cols >= x0[:, None]) & (cols < x1[:, None])  # [G, W]
-            src_rows = tf.clip_by_value(rows - oy[:, None], 0, tile_h - 1)
-            src_cols = tf.clip_by_value(cols - ox[:, None], 0, tile_w - 1)
-            tile = tf.gather(small, tiles[:, k])  # [G, th, tw, 3]
-            tile = tf.gather(tile, src_rows, axis=1, batch_dims=1)  # [G, H, tw, 3]
-            tile = tf.gather(tile, src_cols, axis=2, batch_dims=1)  # [G, H, W, 3]
-            inside = row_in[:, :, None, None] & col_in[:, None, :, None]
-            out = tf.where(inside, tile, out)
+            origins.append((oy, ox))
+            regions.append((y0, x0, y1, x1))
 
+        def source_index(positions, lo, hi, origin, size):  # [G, N]: the tile pixel, or `size` (fill) outside
+            inside = (positions >= lo[:, None]) & (positions < hi[:, None])
+            return tf.where(inside, positions - origin[:, None], size)
+
+        strips = []
+        for left, right in ((0, 1), (2, 3)):
+            pair = tf.concat([tf.gather(small_t, tiles[:, left]), tf.gather(small_t, tiles[:, right])], axis=1)
+            index = tf.where(cols < xc[:, None],
+                             source_index(cols, regions[left][1], regions[left][3], origins[left][1], tile_w),
+                             tile_w + 1 + source_index(cols, regions[right][1], regions[right][3],
+                                                       origins[right][1], tile_w))
+            strips.append(tf.gather(pair, index, axis=1, batch_dims=1))  # [G, W, th + 1, 3]
+        stacked = tf.transpose(tf.concat(strips, axis=2), [0, 2, 1, 3])  # [G, 2 (th + 1), W, 3]
+        index = tf.where(rows < yc[:, None],
+                         source_index(rows, regions[0][0], regions[0][2], origins[0][0], tile_h),
+                         tile_h + 1 + source_index(rows, regions[2][0], regions[2][2], origins[2][0], tile_h))
+        out = tf.gather(stacked, index, axis=1, batch_dims=1)  # [G, H, W, 3]
+
+        all_boxes, all_classes, all_extra = [], [], {k: [] for k in extra}
+        for k in range(4):
+            (oy, ox), (y0, x0, y1, x1) = origins[k], regions[k]
             scale = tf.constant([tile_h / height, tile_w / width] * 2, tf.float32)
             offset = tf.cast(tf.stack([oy, ox, oy, ox], axis=1), tf.float32) / [height, width, height, width]
             region = tf.cast(tf.stack([y0, x0, y1, x1], axis=1), tf.float32) / [height, width, height, width]
@@ -204,6 +225,13 @@ def _partner(uniform, group):
     offset = 1 + tf.cast(tf.floor(uniform * tf.cast(group - 1, tf.float32)), tf.int32)
     offset = tf.minimum(offset, tf.maximum(group - 1, 1))
     return (tf.range(group) + offset) % group
+
+
+def _choose(condition, when_true, when_false):
+    """Per example of the group: when_true[i] where condition[i], else when_false[i]."""
+    group = tf.shape(condition)[0]
+    index = tf.range(group) + group * tf.cast(condition, tf.int32)
+    return tf.gather(tf.concat([when_false, when_true], axis=0), index)
 
 
 def _real_boxes_first(boxes, classes, extra):
