@@ -33,7 +33,7 @@ def _shapes_batch():
 def test_tiny_detector_overfits_to_high_ap50(head, steps):
     images, targets = _shapes_batch()
     model = tiny_model(head, num_classes=5)
-    # Clipped as in examples/train.py: unclipped Adam at 3e-3 can spike after the loss has nearly vanished (seen with
+    # Clipped as in keras-focal train: unclipped Adam at 3e-3 can spike after the loss has nearly vanished (seen with
     # the retina head at step ~380, AP50 back to 0), which this test is not about.
     model.compile(optimizer=keras.optimizers.Adam(3e-3, global_clipnorm=10.0))
     encoded = model.anchor_encoder(targets["boxes"], targets["classes"], 128, 128)

@@ -98,7 +98,7 @@ class RetinaNet(keras.Model):
         trainable_backbone_layers: torchvision's meaning: how many of the backbone's stages, counted from C5
             down to the stem (layer4, layer3, layer2, layer1, conv1), are trained; None trains all (0-5).
         letterbox: images are resized keeping their aspect ratio and padded to `image_size`
-            (`keras_focal.letterbox`) by the SavedModel export, `evaluate_model` and `examples/predict.py`, instead
+            (`keras_focal.letterbox`) by the SavedModel export, `evaluate_model` and `keras-focal predict`, instead
             of stretched; pass the same to `data.make_dataset` for training.
     """
 
