@@ -144,12 +144,11 @@ def test_int8_detections_overlap_float32(exports):
     got = TFLiteDetector(exports["int8"])(images)
     assert int(reference["num_detections"].min()) >= 5, "nothing to compare: train longer"
     share = _matched_share(reference, got, top=5)
-    # Measured 1.0 (12 images, top 5 each); a deliberate box shift of half a box width drops it to 0 below.
+    # Measured 0.98 (59 of the 60 top-5 detections; top 1: 1.0, top 10: 0.94; at IoU >= 0.7: 0.77). 0.8 leaves room
+    # for other CPUs' rounding, and the int8 boxes shifted by a fifth of the image width give 0.65, below it.
     assert share >= 0.8, share
     shifted = {**got, "detection_boxes": got["detection_boxes"] + np.array([0.0, 0.2, 0.0, 0.2], np.float32)}
     assert _matched_share(reference, shifted, top=5) < 0.8
-    scores = got["detection_scores"][:, 0]
-    np.testing.assert_allclose(scores, reference["detection_scores"][:, 0], atol=0.1)
 
 
 def test_representative_data_missing_or_empty_names_what_to_pass(trained, tmp_path):
@@ -195,7 +194,7 @@ def test_input_size_letterbox_equals_letterbox_and_the_fixed_size_file(exports):
     np.testing.assert_array_equal(got["num_detections"], expected["num_detections"])
     for b in range(len(frames)):
         n = int(expected["num_detections"][b])
-        order = lambda out: np.lexsort((out["detection_boxes"][b, :n, 1], out["detection_classes"][b, :n]))  # noqa
+        order = lambda out: np.lexsort((*out["detection_boxes"][b, :n].T, out["detection_classes"][b, :n]))  # noqa
         e, g = order(expected), order(got)
         np.testing.assert_array_equal(got["detection_classes"][b, g], expected["detection_classes"][b, e])
         np.testing.assert_allclose(got["detection_scores"][b, g], expected["detection_scores"][b, e], atol=5e-3)

@@ -154,6 +154,11 @@ def trace(model, input_size=None, quantization=None):
 # Calibrating the float section would cost about 100x more (the NMS loop runs instrumented) for ranges that are
 # never used.
 
+def _list(indices):
+    """An operator's inputs or outputs (None in the flatbuffer object when there are none)."""
+    return [] if indices is None else [int(t) for t in indices]
+
+
 def _op_name(model_object, op):
     """The builtin name of `op` ("CONV_2D", "TOPK_V2", ...)."""
     from tensorflow.lite.tools import flatbuffer_utils
@@ -162,7 +167,7 @@ def _op_name(model_object, op):
 
 
 def _tensor_names(subgraph):
-    return [t.name.decode() if isinstance(t.name, bytes) else str(t.name) for t in subgraph.tensors]
+    return [t.name.decode() if isinstance(t.name, bytes) else str(t.name) for t in subgraph.tensors or []]
 
 
 def _sections(model_object):
@@ -170,17 +175,17 @@ def _sections(model_object):
     ends) in the main subgraph of a converted model."""
     subgraph = model_object.subgraphs[0]
     names = _tensor_names(subgraph)
-    producer = {int(t): i for i, op in enumerate(subgraph.operators) for t in op.outputs}
+    producer = {int(t): i for i, op in enumerate(subgraph.operators) for t in _list(op.outputs)}
     integer = set()
     for i, op in enumerate(subgraph.operators):  # topological order: producers come first
         parts = [p for t in op.outputs for p in names[t].split(";")]
         named = any(p.startswith(INTEGER_SCOPE + "/") for p in parts)
         if named and all(int(t) < 0 or producer.get(int(t), -1) in integer or int(t) not in producer
-                         for t in op.inputs):
+                         for t in _list(op.inputs)):
             integer.add(i)
     floating = [i for i in range(len(subgraph.operators)) if i not in integer]
-    produced = {int(t) for i in integer for t in subgraph.operators[i].outputs}
-    consumed_by_float = {int(t) for i in floating for t in subgraph.operators[i].inputs}
+    produced = {int(t) for i in integer for t in _list(subgraph.operators[i].outputs)}
+    consumed_by_float = {int(t) for i in floating for t in _list(subgraph.operators[i].inputs)}
     ends = sorted(produced & (consumed_by_float | {int(t) for t in subgraph.outputs}))
     return sorted(integer), floating, ends
 
@@ -200,7 +205,7 @@ def _calibrate(model_object, integer, ends, samples):
                                experimental_preserve_all_tensors=True)
     interpreter.allocate_tensors()
     (image_input,) = [int(t) for t in subgraph.inputs]
-    tensors = sorted({int(t) for op in subgraph.operators for t in op.outputs} | {image_input})
+    tensors = sorted({int(t) for op in subgraph.operators for t in _list(op.outputs)} | {image_input})
     tensors = [t for t in tensors if subgraph.tensors[t].type == 0]  # TensorType FLOAT32
     low = {t: np.inf for t in tensors}
     high = {t: -np.inf for t in tensors}
@@ -227,7 +232,7 @@ def _int8_flatbuffer(concrete_function, module, samples):
     ranges = _calibrate(model_object, integer, ends, samples)
     subgraph = model_object.subgraphs[0]
     names = _tensor_names(subgraph)
-    float_tensors = {int(t) for i in floating for t in subgraph.operators[i].outputs}
+    float_tensors = {int(t) for i in floating for t in _list(subgraph.operators[i].outputs)}
     for index, tensor in enumerate(subgraph.tensors):
         if tensor.quantization is None or tensor.quantization.min is None:
             continue
@@ -241,11 +246,12 @@ def _int8_flatbuffer(concrete_function, module, samples):
     body_tensor_names, body_ops = set(), set()
     for body in model_object.subgraphs[1:]:
         body_names = _tensor_names(body)
-        for tensor in body.tensors:
+        for tensor in body.tensors or []:
             if tensor.quantization is not None:
                 tensor.quantization.min, tensor.quantization.max = None, None
-        body_tensor_names |= {body_names[int(t)] for op in body.operators for t in op.outputs if int(t) >= 0}
-        body_ops |= {_op_name(model_object, op) for op in body.operators}
+        operators = body.operators or []
+        body_tensor_names |= {body_names[t] for op in operators for t in _list(op.outputs) if t >= 0}
+        body_ops |= {_op_name(model_object, op) for op in operators}
     (image_input,) = subgraph.inputs
     subgraph.tensors[image_input].quantization.min = np.array([0.0], np.float32)
     subgraph.tensors[image_input].quantization.max = np.array([255.0], np.float32)
