@@ -2,6 +2,7 @@
 the run folder, TensorBoard read back from the event file), then evaluate; the other subcommands in process through
 `keras_focal.cli.main` (on tiny models), `--data` files of every format, `--config` round trips, and errors that name the flag."""
 
+import argparse
 import json
 import os
 import shutil
@@ -196,6 +197,11 @@ def test_data_files_of_every_format(tmp_path):
     # YOLO: the ultralytics file as it is.
     yolo = spec.read_spec(write_yolo(str(tmp_path / "yolo")))
     assert yolo.format == "yolo" and count(yolo.split("val")) == 3
+    # export --data (int8 calibration) reads the same files: their train entry.
+    from keras_focal.cli import export as export_command
+
+    calibration = export_command.calibration_split(argparse.Namespace(data=str(coco_yaml), image_dir=None))
+    assert calibration == coco.split("train")
     # tfds: a name and split expressions.
     tfds_yaml = tmp_path / "tfds.yaml"
     tfds_yaml.write_text("format: tfds\nname: keras_focal_shapes/small\ntrain: 'train[:8]'\nval: validation\n")
@@ -294,9 +300,10 @@ def test_convert_then_export_and_predict(tmp_path, monkeypatch):
     assert keras_focal.evaluation.load_detector(output).class_names == ("a", "b")
 
     version = cli.main(["export", "--checkpoint", output, "--export-dir", str(tmp_path / "served"), "--version", "5",
-                        "--score-threshold", "0.3"])
+                        "--score-threshold", "0.3", "--max-image-pixels", "1000000", "--max-batch-size", "4"])
     assert version == str(tmp_path / "served" / "5") and os.path.exists(os.path.join(version, "saved_model.pb"))
     assert (tmp_path / "served" / "5" / "assets" / "labels.txt").read_text() == "a\nb\n"
+    assert keras_focal.export.layout.read_input_limits(version) == {"max_image_pixels": 1000000, "max_batch_size": 4}
 
     for name, width in (("x.jpg", 80), ("y.png", 48)):
         write_image(str(tmp_path / "photos" / name), width, 64)

@@ -19,6 +19,7 @@ EVAL_SPLIT = "validation"
 RUNS_ROOT = "runs"
 EXPORT_ROOT = "saved_models"
 SCORE_THRESHOLD = 0.3          # drawing (predict, TensorBoard images); the model keeps its own 0.05 for COCO AP
+MAX_IMAGE_PIXELS = 40_000_000  # the SavedModel's input limit (keras_focal.image_limits.DEFAULT_MAX_IMAGE_PIXELS)
 CHECK_IMAGES = 500             # images the data check measures anchor coverage on
 TORCHVISION_VARIANTS = ("retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2")
 

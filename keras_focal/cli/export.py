@@ -33,7 +33,8 @@ def add_arguments(p):
                         "calibrated on --data (default: float32)")
     p.add_argument("--data", default=None, metavar="SOURCE",
                    help="--quantization int8 only: the calibration images, the first 100 of this source's train "
-                        "split (a tfds name, COCO JSON, VOC folder or YOLO data.yaml)")
+                        "split (a DATA.yaml as keras-focal train reads it, a tfds name, COCO JSON, VOC folder or "
+                        "YOLO data.yaml)")
     p.add_argument("--image-dir", default=None, help="the images of a COCO JSON --data (default: its folder)")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), default=None,
                    help="tflite only: the frame size the file takes (e.g. a camera's); the resize or letterbox to "
@@ -51,6 +52,21 @@ def add_arguments(p):
                         "deployment often uses 0.3-0.5)")
     p.add_argument("--max-detections", type=int, default=None,
                    help="detections per image, N in the outputs (default: the model's, 100)")
+    add_limit_arguments(p)
+
+
+def add_limit_arguments(p):
+    """The SavedModel's input limits (`export_saved_model(max_image_pixels=, max_batch_size=)`)."""
+    p.add_argument("--max-image-pixels", type=int, default=defaults.MAX_IMAGE_PIXELS,
+                   help="savedmodel: refuse an image whose header declares more pixels, before decoding it; 0: no "
+                        "limit")
+    p.add_argument("--max-batch-size", type=int, default=None,
+                   help="savedmodel: refuse larger batches (default: no limit)")
+
+
+def limits(args):
+    """The keyword arguments of `export_saved_model` for the limit flags."""
+    return {"max_image_pixels": args.max_image_pixels or None, "max_batch_size": args.max_batch_size}
 
 
 def load_checkpoint(args):
@@ -67,6 +83,18 @@ def load_checkpoint(args):
     if args.max_detections is not None:
         model.max_detections = args.max_detections
     return model
+
+
+def calibration_split(args):
+    """The DataSplit of --data: the train entry of a DATA.yaml, or a source with --image-dir."""
+    from keras_focal.data import spec
+
+    if os.path.splitext(args.data)[1] not in (".yaml", ".yml"):
+        return spec.DataSplit(args.data, "train", args.image_dir)
+    common.require_path(args.data, "--data")
+    if args.image_dir:
+        raise common.UsageError("argument --image-dir: not allowed with a --data file (it names its images)")
+    return spec.read_spec(args.data).split("train")
 
 
 def run(args):
@@ -90,14 +118,15 @@ def run(args):
         if args.data is not None:
             import keras_focal.data
 
-            data = keras_focal.data.load(args.data, split="train", image_dir=args.image_dir)
+            part = calibration_split(args)
+            data = keras_focal.data.load(part.source, split=part.split, **part.load_options())
         path = keras_focal.export.export_tflite(model, output, quantization=args.quantization,
                                                 representative_data=data, input_size=args.input_size)
         print(f"Exported {args.checkpoint} to {path} ({os.path.getsize(path) / 1e6:.1f} MB, "
               f"{args.quantization or 'float32'}, {settings})")
         print(f"Run it with: keras-focal predict --model {path} --images IMAGE.jpg")
         return path
-    version_dir = keras_focal.export.export_saved_model(model, args.export_dir, version=args.version)
+    version_dir = keras_focal.export.export_saved_model(model, args.export_dir, version=args.version, **limits(args))
     print(f"Exported {args.checkpoint} to {version_dir} ({settings})")
     print(f"Inspect it with: saved_model_cli show --all --dir {version_dir}")
     return version_dir

@@ -27,6 +27,7 @@ import re
 import time
 
 from keras_focal.cli import common, defaults
+from keras_focal.cli import export as export_command
 
 
 def add_arguments(p):
@@ -120,6 +121,7 @@ def add_arguments(p):
     run_group.add_argument("--export-dir", default=None,
                            help="SavedModel export base; versions go to <export-dir>/<n>/ ('' to skip; default: "
                                 "saved_models/<name>)")
+    export_command.add_limit_arguments(run_group)
     run_group.add_argument("--eval-every", type=int, default=0,
                            help="COCO evaluation every N epochs during training (0: only at the end)")
     run_group.add_argument("--log-every", type=int, default=10,
@@ -344,7 +346,7 @@ def run(args):
         with open(os.path.join(args.run_dir, "metrics.json"), "w") as f:
             json.dump({k: (None if v != v else v) for k, v in metrics.items()}, f, indent=2)
     if chief and args.export_dir:
-        version_dir = keras_focal.export.export_saved_model(model, args.export_dir)
+        version_dir = keras_focal.export.export_saved_model(model, args.export_dir, **export_command.limits(args))
         with open(os.path.join(args.run_dir, "export.txt"), "w") as f:
             f.write(os.path.abspath(version_dir) + "\n")
         print(f"Exported SavedModel to {version_dir}")
