@@ -32,11 +32,12 @@ import numpy as np
 import tensorflow as tf
 
 from keras_focal.boxes import BACKGROUND, IGNORED
+from keras_focal.configurable import Configurable
 
 __all__ = ["Assigner", "BACKGROUND", "IGNORED", "anchor_grid", "pad_dummy", "resolve_assigner"]
 
 
-class Assigner:
+class Assigner(Configurable):
     """Base of the assigners. A subclass implements `assign` (see the module docstring) and `get_config`.
 
     - `needs_predictions`: False for a static assigner (anchors + ground truth, runs in tf.data), True for a
@@ -50,17 +51,6 @@ class Assigner:
 
     def assign(self, anchor_generator, boxes, classes, image_height, image_width, predictions=None):
         raise NotImplementedError
-
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        arguments = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({arguments})"
 
 
 def resolve_assigner(value, default):

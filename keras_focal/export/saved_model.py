@@ -3,8 +3,8 @@
 Layout (`keras_focal.export.layout`): `<export_dir>/<version>/{saved_model.pb, variables/,
 assets.extra/tf_serving_warmup_requests, assets/limits.json}`, plus `assets/labels.txt` when the model has class
 names: one name per line, line i (0-based) = detection class i, UTF-8, readable by any client without keras_focal
-(`read_class_names` does it here). `assets/limits.json` records the input limits the graph enforces
-(`read_input_limits`).
+(`layout.read_class_names` reads it). `assets/limits.json` records the input limits the graph enforces
+(`layout.read_input_limits`).
 
 TF Serving polls `<export_dir>` and loads the children whose name parses as an integer
 (`layout.parse_version`), the highest one by default. A version is therefore first written to
@@ -20,14 +20,10 @@ import tempfile
 import tensorflow as tf
 
 from keras_focal.export import serving, warmup
-from keras_focal.export.layout import (  # noqa: F401 - the layout's names are part of this module's interface
+from keras_focal.export.layout import (
     LABELS_FILE,
     LIMITS_FILE,
     existing_versions,
-    latest_version_dir,
-    parse_version,
-    read_class_names,
-    read_input_limits,
     write_class_names,
     write_input_limits,
 )

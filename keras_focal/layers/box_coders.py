@@ -36,6 +36,7 @@ import keras
 from keras import ops
 
 from keras_focal.boxes import centers
+from keras_focal.configurable import Configurable
 
 BBOX_XFORM_CLIP = math.log(1000.0 / 16.0)
 
@@ -166,7 +167,7 @@ def decode_distances(anchors, distances, strides, image_height, image_width):
     return ops.stack([ymin, xmin, ymax, xmax], axis=-1)
 
 
-class BoxCoder:
+class BoxCoder(Configurable):
     """Base of the box coders: `encode` (boxes -> codes, for the loss) and `decode` (codes -> boxes, for
     inference and for losses on decoded boxes), both float32 ``[..., A, 4]``."""
 
@@ -175,17 +176,6 @@ class BoxCoder:
 
     def decode(self, anchors, codes, image_height, image_width, strides=None):
         raise NotImplementedError
-
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        arguments = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({arguments})"
 
 
 @keras.saving.register_keras_serializable(package="keras_focal")
