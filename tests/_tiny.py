@@ -18,6 +18,13 @@ def tiny_backbone():
     return keras.Model(images, [c3, c4, c5], name="tiny")
 
 
+def built_in_heads():
+    """Every head the package registers (heads registered by test modules live only in this process)."""
+    from keras_focal.models import HEADS
+
+    return [name for name, cls in sorted(HEADS.items()) if cls.__module__.startswith("keras_focal.")]
+
+
 def tiny_model(head="retina", num_classes=3, **kwargs):
     return RetinaNet(num_classes, backbone=tiny_backbone(), head=head, fpn_width=32, head_convs=2,
                      image_size=(128, 128), **kwargs)

@@ -11,15 +11,10 @@ import sys
 
 import pytest
 
+from _tiny import built_in_heads
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOL = 1e-5
-
-
-def _built_in_heads():
-    """Every head the package registers (heads registered by test modules live only in this process)."""
-    from keras_focal.models import HEADS
-
-    return [name for name, cls in sorted(HEADS.items()) if cls.__module__.startswith("keras_focal.")]
 
 
 def _run(*args, timeout=480):
@@ -32,7 +27,7 @@ def _run(*args, timeout=480):
 
 
 @pytest.mark.timeout(540)
-@pytest.mark.parametrize("head", _built_in_heads())
+@pytest.mark.parametrize("head", built_in_heads())
 def test_two_replicas_match_one_device(head):
     result = _run("equivalence", head, "tiny")
     for case in result["cases"]:

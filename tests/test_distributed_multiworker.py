@@ -15,6 +15,8 @@ import time
 
 import pytest
 
+from _tiny import built_in_heads
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEPS_PER_EPOCH = 2  # one pass over the 8 examples in global batches of 4
 
@@ -78,7 +80,7 @@ def _run_single(tmp_path, epochs, tag, head):
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("head", ["retina", "gfl"])
+@pytest.mark.parametrize("head", built_in_heads())
 def test_two_workers_match_single_process_and_resume(tmp_path, head):
     import numpy as np
 
