@@ -118,3 +118,13 @@ def ref_assign_atss(anchors, level_sizes, boxes, classes, h, w, topk=9):
                 match[a] = valid[m]
                 ct[a] = classes[valid[m]]
     return ct, match
+
+
+def random_ground_truth(rng, m, pad=2):
+    """m random boxes clipped to the image, with classes 0-4, then `pad` padding rows (-1)."""
+    c = rng.uniform(0.1, 0.9, size=(m, 2))
+    hw = rng.uniform(0.05, 0.6, size=(m, 2))
+    boxes = np.clip(np.concatenate([c - hw / 2, c + hw / 2], axis=1), 0, 1)
+    boxes = np.concatenate([boxes, -np.ones((pad, 4))]).astype("float32")
+    classes = np.concatenate([rng.integers(0, 5, size=m), -np.ones(pad, int)]).astype("int32")
+    return boxes, classes

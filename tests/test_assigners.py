@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from _layers_refs import ref_assign_atss, ref_assign_iou, ref_encode, ref_iou
+from _layers_refs import random_ground_truth, ref_assign_atss, ref_assign_iou, ref_encode, ref_iou
 from keras_focal.assigners import ATSSAssigner, Assigner, IoUAssigner
 from keras_focal.layers import AnchorEncoder, AnchorGenerator, decode_deltas, encode_deltas
 from keras_focal.models import get_head
@@ -21,15 +21,6 @@ TILES = AnchorGenerator(min_level=6, max_level=6, anchor_size=1.0, num_scales=1,
 
 def _px(*boxes):
     return np.array(boxes, "float32") / S
-
-
-def _random_gt(rng, m, pad=2):
-    c = rng.uniform(0.1, 0.9, size=(m, 2))
-    hw = rng.uniform(0.05, 0.6, size=(m, 2))
-    boxes = np.clip(np.concatenate([c - hw / 2, c + hw / 2], axis=1), 0, 1)
-    boxes = np.concatenate([boxes, -np.ones((pad, 4))]).astype("float32")
-    classes = np.concatenate([rng.integers(0, 5, size=m), -np.ones(pad, int)]).astype("int32")
-    return boxes, classes
 
 
 def test_assigners_round_trip_and_check_their_arguments():
@@ -99,7 +90,7 @@ def test_iou_assigner_matches_reference_and_round_trips():
     enc = AnchorEncoder(gen)
     boxes, classes = [], []
     for _ in range(2):
-        b, c = _random_gt(rng, 4)
+        b, c = random_ground_truth(rng, 4)
         boxes.append(b)
         classes.append(c)
     out = enc(np.stack(boxes), np.stack(classes), h, w)  # batched
@@ -181,11 +172,11 @@ def _dense_reference(enc, boxes, classes, h, w):
 
 def _cases(rng):
     """(name, boxes [M, 4], classes [M]): random, empty, padded (padding in between), tied."""
-    b, c = _random_gt(rng, 12, pad=0)
+    b, c = random_ground_truth(rng, 12, pad=0)
     yield "random", b, c
     yield "empty", np.zeros((0, 4), "float32"), np.zeros((0,), "int32")
     yield "all padding", -np.ones((5, 4), "float32"), -np.ones((5,), "int32")
-    b2, c2 = _random_gt(rng, 4, pad=0)
+    b2, c2 = random_ground_truth(rng, 4, pad=0)
     rows = [b2[0], -np.ones(4), b2[1], [0.3, 0.3, 0.3, 0.5], b2[2], -np.ones(4), b2[3]]  # padding + a zero-area box
     yield "padded", np.array(rows, "float32"), np.array([c2[0], -1, c2[1], 2, c2[2], -1, c2[3]], "int32")
     # the same box twice with different classes (every IoU ties), and a box that ties two anchors of one level

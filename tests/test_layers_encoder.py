@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from _layers_refs import random_ground_truth
 from keras_focal.assigners import ATSSAssigner
 from keras_focal.layers import AnchorEncoder, AnchorGenerator, DeltaCoder
 
@@ -37,20 +38,11 @@ def test_padding_zero_area_and_degenerate_boxes_are_ignored():
     assert np.all(d == -1)
 
 
-def _random_gt(rng, m, pad=2):
-    c = rng.uniform(0.1, 0.9, size=(m, 2))
-    hw = rng.uniform(0.05, 0.6, size=(m, 2))
-    boxes = np.clip(np.concatenate([c - hw / 2, c + hw / 2], axis=1), 0, 1)
-    boxes = np.concatenate([boxes, -np.ones((pad, 4))]).astype("float32")
-    classes = np.concatenate([rng.integers(0, 5, size=m), -np.ones(pad, int)]).astype("int32")
-    return boxes, classes
-
-
 def test_inside_tf_data_map_and_tf_function():
     gen = AnchorGenerator()
     enc = AnchorEncoder(gen)
     rng = np.random.default_rng(7)
-    b0, c0 = _random_gt(rng, 3)
+    b0, c0 = random_ground_truth(rng, 3)
     eager = enc(b0, c0, 100, 120)
 
     ds = tf.data.Dataset.from_tensors((b0, c0)).map(lambda b, c: enc(b, c, tf.constant(100), tf.constant(120)))
@@ -91,7 +83,7 @@ def test_get_config_round_trip():
 
 def test_dynamic_image_size_uses_the_dense_path_with_the_same_targets():
     enc = AnchorEncoder(AnchorGenerator())
-    b, c = _random_gt(np.random.default_rng(2), 6)
+    b, c = random_ground_truth(np.random.default_rng(2), 6)
     static = enc(b, c, 96, 128)
     dynamic = tf.function(lambda b, c, h, w: enc(b, c, h, w))(b, c, tf.constant(96), tf.constant(128))
     for k in static:
@@ -105,7 +97,7 @@ def test_a_heads_encoder_returns_classes_and_matched_indices(head_name):
     head = RetinaNetHead() if head_name == "retinanet" else GFLHead()
     own = head.anchor_encoder()
     full = AnchorEncoder(head.anchor_generator, assigner=head.assigner)
-    b, c = _random_gt(np.random.default_rng(4), 6)
+    b, c = random_ground_truth(np.random.default_rng(4), 6)
     out, ref = own(b, c, 128, 128), full(b, c, 128, 128)
     assert set(out) == {"class_targets", "matched_indices"}
     for k in out:
@@ -123,7 +115,7 @@ def test_box_targets_are_the_box_coders_codes():
     from keras_focal.layers import DistanceCoder
 
     gen = AnchorGenerator(anchor_size=8, num_scales=1, aspect_ratios=(1.0,))
-    b, c = _random_gt(np.random.default_rng(6), 4)
+    b, c = random_ground_truth(np.random.default_rng(6), 4)
     deltas = AnchorEncoder(gen, assigner=ATSSAssigner())(b, c, 128, 128)
     distances = AnchorEncoder(gen, assigner=ATSSAssigner(), box_coder=DistanceCoder())(b, c, 128, 128)
     positive = deltas["class_targets"].numpy() >= 0
