@@ -12,8 +12,8 @@ GFL's targets are encoded in the input pipeline, TOOD's in the train step (its a
 (ATSS + focal) covers the first third of the run's steps (`head.total_steps`).
 
 - `retina`: `RetinaNetHead` defaults (IoU assigner, 9 anchors per location);
-- `retina_atss`: `RetinaNetHead(assigner=ATSSAssigner())`, the ATSS paper's RetinaNet (Zhang et al. 2020, Table 3:
-  +2 AP or so on COCO with the same anchors);
+- `retina_atss`: `RetinaNetHead(assigner=ATSSAssigner())`, the ATSS paper's RetinaNet (Zhang et al. 2020: about
+  +2 AP on COCO with the same head);
 - `gfl`: `GFLHead` defaults;
 - `tood`: `TOODHead` defaults (box alignment off; the small-object rule of `TaskAlignedAssigner` on);
 - `tood_no_small`: `TaskAlignedAssigner(ensure_positive=False)`, mmdetection's assigner exactly: the AP_S of the
