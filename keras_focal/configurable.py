@@ -14,6 +14,20 @@ class Configurable:
     def from_config(cls, config):
         return cls(**config)
 
+    @classmethod
+    def resolve(cls, value, default, argument, expected):
+        """None (-> `default()`), an instance of `cls`, or its serialized config -> an instance of `cls`; anything
+        else is a TypeError saying that `argument` must be `expected`."""
+        if value is None:
+            return default()
+        if isinstance(value, dict):
+            import keras
+
+            value = keras.saving.deserialize_keras_object(value)
+        if not isinstance(value, cls):
+            raise TypeError(f"{argument} must be {expected}, got {type(value).__name__}")
+        return value
+
     def __repr__(self):
         arguments = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({arguments})"

@@ -55,13 +55,7 @@ class Assigner(Configurable):
 
 def resolve_assigner(value, default):
     """None (-> `default()`), an Assigner, or its serialized config -> an Assigner."""
-    if value is None:
-        return default()
-    if isinstance(value, dict):
-        value = keras.saving.deserialize_keras_object(value)
-    if not isinstance(value, Assigner):
-        raise TypeError(f"assigner must be an Assigner object (keras_focal.assigners), got {type(value).__name__}")
-    return value
+    return Assigner.resolve(value, default, "assigner", "an Assigner object (keras_focal.assigners)")
 
 
 def pad_dummy(boxes, classes):

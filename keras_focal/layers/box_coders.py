@@ -215,10 +215,4 @@ class DistanceCoder(BoxCoder):
 
 def resolve_box_coder(value, default):
     """None (-> `default()`), a BoxCoder, or its serialized config -> a BoxCoder."""
-    if value is None:
-        return default()
-    if isinstance(value, dict):
-        value = keras.saving.deserialize_keras_object(value)
-    if not isinstance(value, BoxCoder):
-        raise TypeError(f"box_coder must be a BoxCoder object (DeltaCoder, DistanceCoder), got {type(value).__name__}")
-    return value
+    return BoxCoder.resolve(value, default, "box_coder", "a BoxCoder object (DeltaCoder, DistanceCoder)")
