@@ -18,7 +18,8 @@ GFL's targets are encoded in the input pipeline, TOOD's in the train step (its a
 - `tood`: `TOODHead` defaults (box alignment off; the small-object rule of `TaskAlignedAssigner` on);
 - `tood_no_small`: `TaskAlignedAssigner(ensure_positive=False)`, mmdetection's assigner exactly: the AP_S of the
   small-object rule is the difference with `tood`;
-- `tood_box_alignment`: `TOODHead(box_alignment=True)`.
+- `tood_box_alignment`: `TOODHead(box_alignment=True)`;
+- `tood_warmup_10`, `tood_no_warmup`: `TOODHead(warmup_fraction=0.1)` and `warmup_fraction=0` (the warm-up sweep).
 """
 
 import argparse
@@ -28,7 +29,8 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-VARIANTS = ("retina", "retina_atss", "gfl", "tood", "tood_no_small", "tood_box_alignment")
+VARIANTS = ("retina", "retina_atss", "gfl", "tood", "tood_no_small", "tood_box_alignment", "tood_warmup_10",
+            "tood_no_warmup")
 
 
 def parse_args(argv=None):
@@ -57,6 +59,8 @@ def head_for(variant, convs):
         "tood": lambda: TOODHead(num_convs=convs),
         "tood_no_small": lambda: TOODHead(num_convs=convs, assigner=TaskAlignedAssigner(ensure_positive=False)),
         "tood_box_alignment": lambda: TOODHead(num_convs=convs, box_alignment=True),
+        "tood_warmup_10": lambda: TOODHead(num_convs=convs, warmup_fraction=0.1),
+        "tood_no_warmup": lambda: TOODHead(num_convs=convs, warmup_fraction=0.0),
     }
     if variant not in heads:
         raise SystemExit(f"error: unknown variant {variant!r}; expected some of {VARIANTS}")
