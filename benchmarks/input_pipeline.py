@@ -4,15 +4,18 @@
     python benchmarks/input_pipeline.py --sizes 640 --rounds 3   # the 640 px table only
 
 The benchmark writes its own data into a temporary folder: --images 640x480 JPEGs, each with --boxes boxes, and a
-COCO-format JSON, read with `keras_focal.data.load`. Every row is `make_dataset(image_size=(S, S), batch_size=8)` over those files, repeated, decoded in
-the pipeline; rows differ only in augmentation and encoder. torchvision's row is `CocoDetection` (PIL decode) with a
-resize + random flip transform, in a `DataLoader(batch_size=8, num_workers=2)`.
+COCO-format JSON, read with `keras_focal.data.load`. Every row is `make_dataset(image_size=(S, S), batch_size=8)`
+over those files, repeated, decoded in the pipeline; rows differ only in augmentation, mosaic
+(`MosaicMixup(mosaic=1.0)`: every image a mosaic) and encoder. torchvision's row is `CocoDetection` (PIL decode)
+with a resize + random flip transform, in a `DataLoader(batch_size=8, num_workers=2)`.
 
 Method: the rows take turns (one measurement of each row per round, --rounds rounds). A measurement opens a fresh
 iterator, pulls --warmup-batches untimed batches (tracing, filling the buffers) and then times the next batches for
 --seconds seconds: no pipeline runs in the background while another is timed. Each row prints its median images/s
 and the median over rounds of its rate divided by the "decode + resize + pad" rate of the same round, which is what
-holds from one machine, or one moment of a shared machine, to the next.
+holds from one machine, or one moment of a shared machine, to the next; a mosaic row also prints its ratio to the
+same row without mosaic (selected with --rows, that row must be selected too: "--rows augmentation" selects all the
+augmented rows).
 """
 
 import argparse
@@ -26,6 +29,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 BASE = "decode + resize + pad"
+MOSAIC = " + mosaic"
 
 
 def parse_args(argv=None):
@@ -95,6 +99,8 @@ def keras_focal_rows(examples, size, batch_size, rows):
         "RetinaNet encoder alone, max_boxes=20": pipeline(encoder=retina, max_boxes=20),
         "+ augmentation + GFL ATSS encoder": pipeline(augment=True, encoder=gfl),
         "+ augmentation + mosaic": pipeline(augment=True, mosaic=MosaicMixup(mosaic=1.0)),
+        "+ augmentation + mosaic + RetinaNet encoder": pipeline(augment=True, encoder=retina,
+                                                               mosaic=MosaicMixup(mosaic=1.0)),
         "+ augmentation + mosaic + GFL ATSS encoder": pipeline(augment=True, encoder=gfl,
                                                              mosaic=MosaicMixup(mosaic=1.0)),
         "GFL ATSS encoder alone, max_boxes=100": pipeline(encoder=gfl),
@@ -173,12 +179,25 @@ def measure(make_iterator, batch_size, seconds, warmup_batches):
     return rate
 
 
+def without_mosaic(name):
+    """The row a mosaic row is compared with: the same pipeline without mosaic (None for other rows)."""
+    return name.replace(MOSAIC, "") if MOSAIC in name else None
+
+
 def run_size(rows, args):
+    """{row: (median images/s, median ratio to BASE, median ratio to the row without mosaic or None)}, the ratios
+    taken within each round."""
     rates = {name: [] for name in rows}
     for _ in range(args.rounds):
         for name, make_iterator in rows.items():
             rates[name].append(measure(make_iterator, args.batch_size, args.seconds, args.warmup_batches))
-    return {name: (statistics.median(r), statistics.median(a / b for a, b in zip(r, rates[BASE])))
+
+    def ratio(name, peer):
+        if peer not in rates:
+            return None
+        return statistics.median(a / b for a, b in zip(rates[name], rates[peer]))
+
+    return {name: (statistics.median(r), ratio(name, BASE), ratio(name, without_mosaic(name)))
             for name, r in rates.items()}
 
 
@@ -199,9 +218,9 @@ def main(argv=None):
                     json_path, size, args.batch_size)
             results = run_size(rows, args)
             print(f"\n{size} x {size} px")
-            print(f"| pipeline | images/s | ratio to {BASE} |\n|---|---|---|")
-            for name, (rate, ratio) in results.items():
-                print(f"| {name} | {rate:.0f} | {ratio:.2f} |")
+            print(f"| pipeline | images/s | ratio to {BASE} | ratio to the row without mosaic |\n|---|---|---|---|")
+            for name, (rate, ratio, plain) in results.items():
+                print(f"| {name} | {rate:.0f} | {ratio:.2f} | {'' if plain is None else f'{plain:.2f}'} |")
 
 
 if __name__ == "__main__":

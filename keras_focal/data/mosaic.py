@@ -116,100 +116,112 @@ class MosaicMixup:
         height, width = images.shape[1], images.shape[2]
         is_mosaic = draws[:, _MOSAIC_COIN] < self.mosaic_rate
         is_mixed = draws[:, _MIXUP_COIN] < self.mixup_rate
+        tile_h = max(1, round(self.tile_scale * height))
+        tile_w = max(1, round(self.tile_scale * width))
+        yc = tf.cast(tf.round(draws[:, _CENTRE_Y] * height), tf.int32)  # [G] the centre, whole pixels
+        xc = tf.cast(tf.round(draws[:, _CENTRE_X] * width), tf.int32)
+        tiles = tf.stack([tf.range(group)] + [_partner(draws[:, c], group) for c in (_PARTNER_1, _PARTNER_2,
+                                                                                      _PARTNER_3)],
+                         axis=1)  # [G, 4] indices into the group
 
-        m_images, m_boxes, m_classes, m_extra = self._mosaic(images, boxes, classes, extra, draws, group, height,
-                                                             width)
-        # A plain example keeps its image and boxes, padded to the mosaic's 4M boxes. Whole images are chosen by a
-        # gather (a broadcast select over the pixels is slower).
+        # Pixels: only the mosaic examples are built, and written over the plain ones (a group that is all mosaic,
+        # or none, skips the write).
+        def mosaic_of(chosen):
+            return self._mosaic_pixels(images, tf.gather(tiles, chosen), tf.gather(yc, chosen),
+                                       tf.gather(xc, chosen), height, width, tile_h, tile_w)
+
+        images = _replace_where(is_mosaic, images, mosaic_of)
+
+        # Boxes: the four tiles of every example in one op, then plain examples keep their own boxes, padded to the
+        # mosaic's 4M boxes.
+        m_boxes, m_classes, m_extra = self._mosaic_boxes(boxes, classes, extra, tiles, yc, xc, height, width,
+                                                         tile_h, tile_w)
         pad = [[0, 0], [0, 3 * boxes.shape[1]]]
-        images = _choose(is_mosaic, m_images, images)
         boxes = tf.where(is_mosaic[:, None, None], m_boxes, tf.pad(boxes, pad + [[0, 0]], constant_values=-1.0))
         classes = tf.where(is_mosaic[:, None], m_classes, tf.pad(classes, pad, constant_values=-1))
         extra = {k: tf.where(is_mosaic[:, None], m_extra[k], tf.pad(tf.cast(v, tf.int32), pad))
                  for k, v in extra.items()}
 
-        # MixUp with another output of the group: its image blended in, its boxes appended.
+        # MixUp with another output of the group: its image blended in (only the mixed examples are computed), its
+        # boxes appended.
         partner = _partner(draws[:, _MIX_PARTNER], group)
-        ratio = draws[:, _MIX_RATIO][:, None, None, None]
-        images = tf.cond(tf.reduce_any(is_mixed),
-                         lambda: _choose(is_mixed, ratio * images + (1.0 - ratio) * tf.gather(images, partner), images),
-                         lambda: images)
+        ratio = draws[:, _MIX_RATIO]
+
+        def blend(chosen):
+            r = tf.gather(ratio, chosen)[:, None, None, None]
+            mixed = r * tf.gather(images, chosen) + (1.0 - r) * tf.gather(images, tf.gather(partner, chosen))
+            return tf.clip_by_value(mixed, 0.0, 255.0)
+
+        images = _replace_where(is_mixed, images, blend)
         other_classes = tf.where(is_mixed[:, None], tf.gather(classes, partner), -1)
         other_boxes = tf.where(other_classes[..., None] >= 0, tf.gather(boxes, partner), -1.0)
         boxes = tf.concat([boxes, other_boxes], axis=1)
         classes = tf.concat([classes, other_classes], axis=1)
         extra = {k: tf.concat([v, tf.where(other_classes >= 0, tf.gather(v, partner), 0)], axis=1)
                  for k, v in extra.items()}
-        return (tf.clip_by_value(images, 0.0, 255.0),) + _real_boxes_first(boxes, classes, extra)
+        return (images,) + _real_boxes_first(boxes, classes, extra)
 
-    def _mosaic(self, images, boxes, classes, extra, draws, group, height, width):
-        tile_h = max(1, round(self.tile_scale * height))
-        tile_w = max(1, round(self.tile_scale * width))
-        yc = tf.cast(tf.round(draws[:, _CENTRE_Y] * height), tf.int32)  # [G]
-        xc = tf.cast(tf.round(draws[:, _CENTRE_X] * width), tf.int32)
-        own = tf.range(group)
-        tiles = tf.stack([own] + [_partner(draws[:, c], group) for c in (_PARTNER_1, _PARTNER_2, _PARTNER_3)],
-                         axis=1)  # [G, 4] indices into the group
+    def _mosaic_pixels(self, images, tiles, yc, xc, height, width, tile_h, tile_w):
+        """The mosaics of N examples: images [G, H, W, 3] (the group), tiles [N, 4] indices into it, centres yc, xc
+        [N] -> [N, H, W, 3].
+
+        One area resize of the group to the tile size and one gather of whole pixels from it: output pixel (y, x)
+        of tile k reads tile pixel (y - oy, x - ox) when that lies inside the tile, else the fill pixel. The tile
+        (top or bottom, left or right) is chosen by y < yc and x < xc, and a tile never reaches past the centre, so
+        inside its own extent a tile is always inside its quadrant. The flat index is separable: a row term (the
+        tile of the row's half and the tile row) plus a column term (the tile column), with the row term chosen
+        between the left and the right tile by the column: two int32 passes over the output and one gather."""
         small = tf.image.resize(images, (tile_h, tile_w), method="area")  # [G, th, tw, 3]
-        # One extra row and column of fill_value (index th, tw): pixels a tile does not cover read them. The output
-        # is two strips (top: tiles 0 | 1, bottom: 2 | 3), each one column gather of a pair of tiles side by side,
-        # then one row gather of the two strips stacked: no per-pixel select (a broadcast tf.where over the group
-        # cost 8x the gathers at 640 px).
+        # One extra row and column of fill_value (tile row th, column tw): what a tile does not cover reads them.
         small = tf.pad(small, [[0, 0], [0, 1], [0, 1], [0, 0]], constant_values=self.fill_value)
-        small_t = tf.transpose(small, [0, 2, 1, 3])  # [G, tw + 1, th + 1, 3]: whole columns move per index
+        pixels = tf.reshape(small, [-1, 3])
+        stride_y, stride_t = tile_w + 1, (tile_h + 1) * (tile_w + 1)  # flat strides of a tile row, of a tile
 
-        rows = tf.range(height)[None, :]  # [1, H]
-        cols = tf.range(width)[None, :]
-        origins, regions = [], []
-        for k in range(4):
-            bottom, right = k >= 2, k % 2 == 1
-            oy = yc if bottom else yc - tile_h  # [G] tile origin on the output, pixels
-            ox = xc if right else xc - tile_w
-            # The part of the output the tile covers: its quadrant and its own extent, [y0, y1) x [x0, x1).
-            y0 = yc if bottom else tf.maximum(oy, 0)
-            y1 = tf.minimum(oy + tile_h, height) if bottom else yc
-            x0 = xc if right else tf.maximum(ox, 0)
-            x1 = tf.minimum(ox + tile_w, width) if right else xc
-            origins.append((oy, ox))
-            regions.append((y0, x0, y1, x1))
+        def tile_position(positions, centre, size):
+            """[1, L] output rows (or columns), centre [N] -> (second half [N, L], tile row (or column) [N, L], size
+            where the tile does not cover the position)."""
+            second = positions >= centre[:, None]
+            inside = tf.where(second, positions - centre[:, None], positions - (centre[:, None] - size))
+            return second, tf.where((inside >= 0) & (inside < size), inside, size)
 
-        def source_index(positions, lo, hi, origin, size):  # [G, N]: the tile pixel, or `size` (fill) outside
-            inside = (positions >= lo[:, None]) & (positions < hi[:, None])
-            return tf.where(inside, positions - origin[:, None], size)
+        bottom, tile_row = tile_position(tf.range(height)[None, :], yc, tile_h)  # [N, H]
+        right, tile_col = tile_position(tf.range(width)[None, :], xc, tile_w)  # [N, W]
+        half = 2 * tf.cast(bottom, tf.int32)  # tiles 0, 1 on top, 2, 3 below
+        row_terms = [tf.gather(tiles, half + side, batch_dims=1) * stride_t + tile_row * stride_y
+                     for side in (0, 1)]  # [N, H] for the left and the right tile
+        index = tf.where(right[:, None, :], row_terms[1][:, :, None], row_terms[0][:, :, None]) + tile_col[:, None, :]
+        return tf.gather(pixels, index)  # [N, H, W, 3]
 
-        strips = []
-        for left, right in ((0, 1), (2, 3)):
-            pair = tf.concat([tf.gather(small_t, tiles[:, left]), tf.gather(small_t, tiles[:, right])], axis=1)
-            index = tf.where(cols < xc[:, None],
-                             source_index(cols, regions[left][1], regions[left][3], origins[left][1], tile_w),
-                             tile_w + 1 + source_index(cols, regions[right][1], regions[right][3],
-                                                       origins[right][1], tile_w))
-            strips.append(tf.gather(pair, index, axis=1, batch_dims=1))  # [G, W, th + 1, 3]
-        stacked = tf.transpose(tf.concat(strips, axis=2), [0, 2, 1, 3])  # [G, 2 (th + 1), W, 3]
-        index = tf.where(rows < yc[:, None],
-                         source_index(rows, regions[0][0], regions[0][2], origins[0][0], tile_h),
-                         tile_h + 1 + source_index(rows, regions[2][0], regions[2][2], origins[2][0], tile_h))
-        out = tf.gather(stacked, index, axis=1, batch_dims=1)  # [G, H, W, 3]
-
-        all_boxes, all_classes, all_extra = [], [], {k: [] for k in extra}
-        for k in range(4):
-            (oy, ox), (y0, x0, y1, x1) = origins[k], regions[k]
-            scale = tf.constant([tile_h / height, tile_w / width] * 2, tf.float32)
-            offset = tf.cast(tf.stack([oy, ox, oy, ox], axis=1), tf.float32) / [height, width, height, width]
-            region = tf.cast(tf.stack([y0, x0, y1, x1], axis=1), tf.float32) / [height, width, height, width]
-            tile_classes = tf.gather(classes, tiles[:, k])  # [G, M]
-            moved = tf.gather(boxes, tiles[:, k]) * scale + offset[:, None, :]
-            kept, keep = self._clip(moved, region[:, None, :], height, width)
-            keep &= tile_classes >= 0
-            all_boxes.append(tf.where(keep[..., None], kept, -1.0))
-            all_classes.append(tf.where(keep, tile_classes, -1))
-            for name, values in extra.items():
-                all_extra[name].append(tf.where(keep, tf.gather(tf.cast(values, tf.int32), tiles[:, k]), 0))
-        return (out, tf.concat(all_boxes, axis=1), tf.concat(all_classes, axis=1),
-                {k: tf.concat(v, axis=1) for k, v in all_extra.items()})
+    def _mosaic_boxes(self, boxes, classes, extra, tiles, yc, xc, height, width, tile_h, tile_w):
+        """Every example's mosaic boxes, the four tiles in one op: boxes [G, M, 4] of the group, tiles [G, 4] ->
+        (boxes [G, 4M, 4], classes [G, 4M], extra) in tile order, -1 (extra 0) where dropped."""
+        bottom = tf.constant([0, 0, 1, 1], tf.int32)  # tile k: k >= 2 below the centre, k odd right of it
+        right = tf.constant([0, 1, 0, 1], tf.int32)
+        yc_k, xc_k = yc[:, None], xc[:, None]  # [G, 1] against [4]
+        oy = yc_k - tile_h * (1 - bottom)  # [G, 4] tile origins on the output, pixels
+        ox = xc_k - tile_w * (1 - right)
+        # The part of the output each tile covers: its quadrant and its own extent, [y0, y1) x [x0, x1).
+        y0 = tf.where(bottom > 0, yc_k, tf.maximum(oy, 0))
+        y1 = tf.where(bottom > 0, tf.minimum(oy + tile_h, height), yc_k)
+        x0 = tf.where(right > 0, xc_k, tf.maximum(ox, 0))
+        x1 = tf.where(right > 0, tf.minimum(ox + tile_w, width), xc_k)
+        size = tf.constant([height, width, height, width], tf.float32)
+        scale = tf.constant([tile_h / height, tile_w / width] * 2, tf.float32)
+        offset = tf.cast(tf.stack([oy, ox, oy, ox], axis=-1), tf.float32) / size  # [G, 4, 4]
+        region = tf.cast(tf.stack([y0, x0, y1, x1], axis=-1), tf.float32) / size
+        tile_classes = tf.gather(classes, tiles)  # [G, 4, M]
+        moved = tf.gather(boxes, tiles) * scale + offset[:, :, None, :]  # [G, 4, M, 4]
+        kept, keep = self._clip(moved, region[:, :, None, :], height, width)
+        keep &= tile_classes >= 0
+        group, count = tf.shape(boxes)[0], 4 * boxes.shape[1]
+        out_boxes = tf.reshape(tf.where(keep[..., None], kept, -1.0), [group, count, 4])
+        out_classes = tf.reshape(tf.where(keep, tile_classes, -1), [group, count])
+        out_extra = {name: tf.reshape(tf.where(keep, tf.gather(tf.cast(values, tf.int32), tiles), 0), [group, count])
+                     for name, values in extra.items()}
+        return out_boxes, out_classes, out_extra
 
     def _clip(self, moved, region, height, width):
-        """Boxes [G, M, 4] clipped to their tile's region [G, 1, 4] -> (clipped, keep [G, M])."""
+        """Boxes [..., M, 4] clipped to their tile's region [..., 1, 4] -> (clipped, keep [..., M])."""
         clipped = tf.concat([tf.maximum(moved[..., :2], region[..., :2]),
                              tf.minimum(moved[..., 2:], region[..., 2:])], axis=-1)
         h = (clipped[..., 2] - clipped[..., 0]) * height
@@ -227,11 +239,15 @@ def _partner(uniform, group):
     return (tf.range(group) + offset) % group
 
 
-def _choose(condition, when_true, when_false):
-    """Per example of the group: when_true[i] where condition[i], else when_false[i]."""
-    group = tf.shape(condition)[0]
-    index = tf.range(group) + group * tf.cast(condition, tf.int32)
-    return tf.gather(tf.concat([when_false, when_true], axis=0), index)
+def _replace_where(condition, images, build):
+    """images [G, ...] with example i replaced by build(chosen)[j] where condition[i], chosen = the indices where
+    condition holds (i its j-th): build runs on those examples only, and not at all when none is chosen; when all
+    are, its output is returned as is."""
+    chosen = tf.cast(tf.where(condition)[:, 0], tf.int32)
+    count, group = tf.size(chosen), tf.shape(images)[0]
+    return tf.cond(tf.equal(count, 0), lambda: images,
+                   lambda: tf.cond(tf.equal(count, group), lambda: build(chosen),
+                                   lambda: tf.tensor_scatter_nd_update(images, chosen[:, None], build(chosen))))
 
 
 def _real_boxes_first(boxes, classes, extra):
