@@ -40,6 +40,7 @@ Quantization (`quantization=`):
 model the letterbox and the mapping of the boxes back to the frame, is then in the file (serving.py's `_resize`).
 """
 
+import contextlib
 import copy
 import os
 import tempfile
@@ -47,7 +48,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from keras_focal.export import calibration, serving
+from keras_focal.export import calibration, group_norm, serving
 
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
 SIGNATURE = serving.SIGNATURE_IMAGES  # "serving_default"
@@ -64,13 +65,16 @@ class _ExportDetector:
     - its own copy of `model.prediction_decoder`, with the TFLite NMS (`nms_method="padded"`) and every other
       decoding setting of the model's decoder (the model's decoder is neither swapped nor modified);
     - `self(images)`, the network, runs in the name scope `INTEGER_SCOPE`, so the converted ops of the network
-      can be told from those of decoding.
+      can be told from those of decoding;
+    - with `integer_group_norm`, every GroupNormalization of the network is traced as
+      `keras_focal.export.group_norm.group_norm_4d` (int8 kernels only, 4-D tensors), the same function.
 
     Every other attribute is the model's (`detect` is the model's own method, bound to this object).
     """
 
-    def __init__(self, model):
+    def __init__(self, model, integer_group_norm=False):
         self._model = model
+        self._integer_group_norm = integer_group_norm
         decoder = model.prediction_decoder
         config = decoder.get_config()
         config["nms_method"] = TFLITE_NMS_METHOD
@@ -81,7 +85,8 @@ class _ExportDetector:
         return getattr(self._model, name)
 
     def __call__(self, images, training=False):
-        with tf.name_scope(INTEGER_SCOPE + "/"):  # a trailing "/" makes it the absolute scope
+        swap = group_norm.integer_group_norm(self._model) if self._integer_group_norm else contextlib.nullcontext()
+        with swap, tf.name_scope(INTEGER_SCOPE + "/"):  # a trailing "/" makes it the absolute scope
             return self._model(images, training=training)
 
 
@@ -95,10 +100,11 @@ def _size(input_size):
 class TFLiteServingModule(serving.DetectionServingModule):
     """The serving module with one more entry point: `images` [1, h, w, 3], with (h, w) = `input_size`, by default
     `model.image_size`. Another `input_size` puts the resize (a stretch, or for a `letterbox` model the letterbox
-    and the mapping of the boxes back) inside the file."""
+    and the mapping of the boxes back) inside the file. `integer_group_norm`: GroupNorm traced in int8 kernels
+    (`_ExportDetector`), for full-integer quantization."""
 
-    def __init__(self, model, input_size=None):
-        super().__init__(_ExportDetector(model))
+    def __init__(self, model, input_size=None, integer_group_norm=False):
+        super().__init__(_ExportDetector(model, integer_group_norm))
         self.input_size = self.image_size if input_size is None else _size(input_size)
 
     def tflite_function(self, dtype=tf.uint8):
@@ -129,8 +135,8 @@ def trace(model, input_size=None, quantization=None):
     """(module, concrete function) of `model`'s fixed-size serving path, with the TFLite NMS; one trace can be
     converted several times (`convert_tflite(..., traced=...)`): to None / "float16" / "dynamic" from
     `trace(model)`, to "int8" from `trace(model, quantization="int8")` (a float32 input, which the converter turns
-    into uint8)."""
-    module = TFLiteServingModule(model, input_size)
+    into uint8, and GroupNorm traced as `group_norm.group_norm_4d`, whose ops all have int8 kernels)."""
+    module = TFLiteServingModule(model, input_size, integer_group_norm=quantization == "int8")
     module.input_dtype = tf.float32 if quantization == "int8" else tf.uint8
     return module, module.tflite_function(module.input_dtype)
 
@@ -275,7 +281,7 @@ def convert_tflite(model, quantization=None, traced=None, representative_data=No
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
     if quantization == "int8":
-        module = traced[0] if traced else TFLiteServingModule(model, input_size)
+        module = traced[0] if traced else TFLiteServingModule(model, input_size, integer_group_norm=True)
         letterbox_calibration = module.letterbox and module.input_size == module.image_size
         samples = calibration.calibration_images(representative_data, module.input_size, letterbox_calibration)
     elif representative_data is not None:

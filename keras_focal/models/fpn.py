@@ -1,7 +1,7 @@
 """Feature Pyramid Network, P3-P7 (Lin et al. 2017, "Focal Loss for Dense Object Detection", Sec. 4)."""
 
 import keras
-from keras import ops
+import tensorflow as tf
 
 
 @keras.saving.register_keras_serializable(package="keras_focal")
@@ -10,13 +10,24 @@ class UpsampleLike(keras.layers.Layer):
 
     Stride-2 'same' convolutions give ceil(H / 2) outputs, so doubling a coarse map can overshoot its finer
     neighbour by one row or column; the crop keeps any input size working.
+
+    One op: a nearest-neighbour resize of the coarse map [B, h, w, C] straight to the reference's (H, W), with
+    H in {2h, 2h - 1} (the same for W), `align_corners=False` and `half_pixel_centers=False`, which reads source
+    row floor(i * h / H) for output row i. That is i // 2, the row of "repeat each row twice, then crop":
+        H = 2h:      i * h / H = i / 2, floor i // 2.
+        H = 2h - 1:  row i = 2k: k + k / (2h - 1), row 2k + 1: k + 1/2 + (k + 1/2) / (2h - 1); both added fractions
+                     are below 1/2 for the rows that exist (k <= h - 1, resp. k <= h - 2), so floor = k, at least
+                     1 / (2h - 1) away from the next integer (float rounding cannot cross it).
+    It lowers to one RESIZE_NEAREST_NEIGHBOR in TFLite, which has int8 kernels and is on the Edge TPU's list of
+    operations, where `ops.repeat` + slice lowered to RESHAPE, TILE (not on that list) and STRIDED_SLICE.
+    `tests/test_fpn_upsample.py` compares it with the repeat + crop for even and odd sizes. The layer has no
+    weights or arguments: `.keras` files saved with either form load as this one.
     """
 
     def call(self, inputs):
         coarse, reference = inputs
-        upsampled = ops.repeat(ops.repeat(coarse, 2, axis=1), 2, axis=2)
-        height, width = ops.shape(reference)[1], ops.shape(reference)[2]
-        return upsampled[:, :height, :width, :]
+        return tf.raw_ops.ResizeNearestNeighbor(images=coarse, size=tf.shape(reference)[1:3], align_corners=False,
+                                                half_pixel_centers=False)
 
     def compute_output_shape(self, input_shapes):
         coarse, reference = input_shapes
