@@ -70,6 +70,7 @@ ABLATION = {
     "mixup": dict(schedule="cosine", mosaic=1.0, mixup=0.5, close_mosaic=1),
     "mosaic_half": dict(schedule="cosine", mosaic=0.5, close_mosaic=1),
     "mosaic_step": dict(schedule="step", mosaic=1.0, close_mosaic=1),
+    "multi_scale": dict(schedule="cosine", mosaic=1.0, close_mosaic=1, multi_scale=0.25),
 }
 
 

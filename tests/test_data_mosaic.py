@@ -97,9 +97,14 @@ def _check(result, reference):
         assert (kept >= 0).all() and (kept <= 1 + 1e-6).all()
 
 
-@pytest.mark.parametrize("mosaic_coin,mixup_coin", [(0.0, 0.99), (0.0, 0.0), (0.99, 0.0)])
+SOME = np.array([0.0, 0.99, 0.0, 0.0, 0.99])  # examples 0, 2, 3 pass rate 0.5, examples 1 and 4 do not
+
+
+@pytest.mark.parametrize("mosaic_coin,mixup_coin", [(0.0, 0.99), (0.0, 0.0), (0.99, 0.0), (SOME, SOME[::-1]),
+                                                    (SOME, 0.99)])
 def test_combine_matches_numpy_reference(mosaic_coin, mixup_coin):
-    """mosaic only (every draw passes rate 1, no mixup), mosaic + mixup, neither (rates below the coins)."""
+    """mosaic only (every draw passes rate 1, no mixup), mosaic + mixup, neither (rates below the coins), and
+    groups where only some examples are mosaics or mixed (those are built, then written over the others)."""
     rng = np.random.default_rng(7)
     mixer = kd.MosaicMixup(mosaic=1.0, mixup=0.5)
     images, boxes, classes, crowd = _group(rng)
@@ -109,6 +114,27 @@ def test_combine_matches_numpy_reference(mosaic_coin, mixup_coin):
     reference = _reference(images, boxes, classes, crowd, draws, mixer)
     assert sum(len(rows) for _, rows in reference) > 10  # the check has boxes to compare
     _check(result, reference)
+
+
+def test_tiles_lent_by_examples_without_one():
+    """`combine_tiles` with some tiles missing (examples prepared while the rate was 0, all plain) gives what
+    `combine` gives: their images are area-resized into tiles, their own boxes used."""
+    rng = np.random.default_rng(3)
+    mixer = kd.MosaicMixup(mosaic=0.5, mixup=0.5)
+    images, boxes, classes, crowd = _group(rng)
+    draws = _draws(rng, len(images), SOME, SOME[::-1])
+    targets = (boxes, classes, {"is_crowd": crowd})
+    expected = mixer.combine(images, *targets, draws)
+    tiles = tf.image.resize(images, mixer.tile_size((H, W)), method="area").numpy()
+    with_tile = SOME == 0  # the plain examples 1 and 4 bring no tile: garbage in their rows
+    tiles[~with_tile] = 255.0
+    tile_targets = (np.where(with_tile[:, None, None], boxes, 0.5), np.where(with_tile[:, None], classes, 2),
+                    {"is_crowd": np.where(with_tile[:, None], crowd, 1)})
+    got = mixer.combine_tiles(images, targets, tiles, tile_targets, draws, tf.constant(SOME == 0),
+                              tf.constant(with_tile), (H, W))
+    for a, b in zip(got[:3], expected[:3]):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    np.testing.assert_array_equal(got[3]["is_crowd"].numpy(), expected[3]["is_crowd"].numpy())
 
 
 def test_reference_can_fail():

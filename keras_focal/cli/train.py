@@ -51,6 +51,9 @@ def add_arguments(p):
                       help="probability that a training image is blended with another (MixUp)")
     data.add_argument("--close-mosaic", type=int, default=recipe.close_mosaic, metavar="EPOCHS",
                       help="train the last EPOCHS epochs without mosaic and mixup")
+    data.add_argument("--multi-scale", type=float, default=recipe.multi_scale, metavar="F",
+                      help="resize each training batch to a random square size, a multiple of 32 within (1 +- F) x "
+                           "--image-size (docs/input_pipeline.md)")
     data.add_argument("--letterbox", action="store_true",
                       help="resize keeping the aspect ratio and pad, in training, evaluation and the export (always "
                            "on with --torchvision-checkpoint: torchvision's models were trained that way)")
@@ -160,7 +163,7 @@ def recipe_of(args):
 
     return Recipe(schedule=args.schedule, warmup_steps=args.warmup_steps, ema=args.ema,
                   ema_momentum=args.ema_momentum, mosaic=args.mosaic, mixup=args.mixup,
-                  close_mosaic=args.close_mosaic)
+                  close_mosaic=args.close_mosaic, multi_scale=args.multi_scale)
 
 
 def resolve(args):
@@ -250,6 +253,7 @@ def run(args):
     try:
         recipe = recipe_of(args)
         mixer = recipe.mosaic_mixup()  # outside the strategy scope: its rates are host variables
+        multi_scale = recipe.multi_scale_range(size)
     except ValueError as e:
         raise common.UsageError(str(e)) from None
     if mixer is not None and args.data_service:
@@ -276,7 +280,7 @@ def run(args):
                                                          if args.data_service else ""))
     train_ds = data.make_dataset(
         train_examples, image_size=size, batch_size=args.batch_size, encoder=encoder, augment=not args.no_augment,
-        shuffle=True, repeat=True, seed=args.seed, letterbox=model.letterbox, mosaic=mixer)
+        shuffle=True, repeat=True, seed=args.seed, letterbox=model.letterbox, mosaic=mixer, multi_scale=multi_scale)
     if args.data_service:
         train_ds = data.service.distribute(train_ds, args.data_service)
 
@@ -310,7 +314,7 @@ def run(args):
                     train_examples.shard(context.num_input_pipelines, context.input_pipeline_id), image_size=size,
                     batch_size=context.get_per_replica_batch_size(args.batch_size), encoder=encoder,
                     augment=not args.no_augment, shuffle=True, repeat=True, seed=args.seed,
-                    letterbox=model.letterbox, mosaic=mixer)
+                    letterbox=model.letterbox, mosaic=mixer, multi_scale=multi_scale)
 
             # The loop checkpoints after the epoch-end callbacks, so the EMA is not swapped in during training
             # (its evaluations see the raw weights); the model takes the EMA at the end, as fit does.

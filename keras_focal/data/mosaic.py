@@ -1,8 +1,10 @@
 """Mosaic and MixUp for tf.data: four training images tiled into one, and two images blended, with their boxes.
 
-Both work on a group of G examples already resized (and augmented) to the training size H x W, padded to M boxes,
-and draw their partners from the same group, so each decoded image is used about once per tile and the pipeline
-decodes no more images than without them (YOLOv4 and ultralytics read three more images per mosaic):
+Both work on a group of G examples padded to M boxes and draw their partners from the same group, so each decoded
+image is used about once per tile and the pipeline decodes no more images than without them (YOLOv4 and ultralytics
+read three more images per mosaic). In `make_dataset` each example is resized (and augmented) at the size it is used
+at: the tile size (th, tw) when the rate of mosaic is not 0, the training size H x W when it stays plain
+(`combine_tiles`); `combine` takes the group at H x W and area-resizes it to the tile size.
 
 - **Mosaic** (YOLOv4, Bochkovskiy et al. 2020, section 3.3; ultralytics `data/augment.py` `Mosaic`). A centre (yc, xc)
   is drawn uniformly in `centre_range` of the output's height and width and rounded to whole pixels; it splits the
@@ -18,9 +20,13 @@ decodes no more images than without them (YOLOv4 and ultralytics read three more
   `r * x_i + (1 - r) * x_j`, with j another example of the group and r ~ Beta(32, 32) (ultralytics'), and the boxes
   of both, unweighted.
 
+The pixels of the mosaics are one gather of whole pixels from the group's tiles (`_mosaic_pixels`), their boxes one
+op over the four tiles; only the examples that are mosaics (or mixed) are computed.
+
 Each example is a mosaic with probability `mosaic` and then mixed with probability `mixup`. Both rates are
-`tf.Variable`s read when a group is combined, so `set_rates` (or `keras_focal.training.CloseMosaic`, at an epoch)
-switches them off for the last part of training; the batches already prefetched keep the old rates.
+`tf.Variable`s (the mosaic rate read when an example is prepared, `decide`, the mixup rate when its group is
+combined), so `set_rates` (or `keras_focal.training.CloseMosaic`, at an epoch) switches them off for the last part of
+training; the examples already prepared and the batches already prefetched keep the old rates.
 
 Randomness is stateless per example: `draw(seed)` turns an example's seed into its draws (centre, partners, both
 coin flips, r) in the per-example map, and `combine` only reads them, so the same seeds give the same batch with any
@@ -104,43 +110,83 @@ class MosaicMixup:
         ratio = gammas[0] / (gammas[0] + gammas[1])
         return tf.concat([uniform, ratio[None]], axis=0)
 
+    def tile_size(self, image_size):
+        """(th, tw): the size a source image is stretched to in a mosaic of `image_size` (H, W)."""
+        return max(1, round(self.tile_scale * image_size[0])), max(1, round(self.tile_scale * image_size[1]))
+
+    def decide(self, draws):
+        """From an example's draws: (is_mosaic, with_tile) bool scalars, the rates read once. `with_tile`: the rate
+        of mosaic is not 0, so the example's image may be a tile of its group's mosaics."""
+        draws = tf.cast(draws, tf.float32)
+        rate = tf.identity(self.mosaic_rate)
+        return draws[_MOSAIC_COIN] < rate, rate > 0.0
+
     def combine(self, images, boxes, classes, extra, draws):
         """One group: images float32 [G, H, W, 3] (H and W static), boxes [G, M, 4] and classes int32 [G, M]
         padded with -1, extra {name: int32 [G, M]} (padded with 0), draws [G, NUM_DRAWS] from `draw` -> (images
-        [G, H, W, 3], boxes [G, 8M, 4], classes [G, 8M], extra) with the boxes that survive first, -1 padding after."""
+        [G, H, W, 3], boxes [G, 8M, 4], classes [G, 8M], extra) with the boxes that survive first, -1 padding after.
+
+        The tiles are the images stretched to `tile_size` by one area resize of the group."""
         images = tf.cast(images, tf.float32)
-        boxes = tf.cast(boxes, tf.float32)
-        classes = tf.cast(classes, tf.int32)
         draws = tf.cast(draws, tf.float32)
-        group = tf.shape(images)[0]
         height, width = images.shape[1], images.shape[2]
-        is_mosaic = draws[:, _MOSAIC_COIN] < self.mosaic_rate
+        targets = (boxes, classes, extra)
+        small = tf.image.resize(images, self.tile_size((height, width)), method="area")
+        return self.combine_tiles(images, targets, small, targets, draws, draws[:, _MOSAIC_COIN] < self.mosaic_rate,
+                                  tf.ones_like(draws[:, 0], tf.bool), (height, width))
+
+    def combine_tiles(self, images, targets, tiles, tile_targets, draws, is_mosaic, with_tile, image_size):
+        """`combine` with the tiles given (what `make_dataset` runs): each example brings its image at the output
+        size if it is plain, its tile (the image stretched to `tile_size`) if it may be a tile, with the targets of
+        each, so the group is decoded and resampled once at the size it is used at.
+
+        images [G, H or 0, W, 3]: the plain examples' images (other rows unused; no row at all when every example
+        is a mosaic). targets (boxes [G, M, 4], classes [G, M], extra): their boxes. tiles [G, th or 0, tw, 3] and
+        tile_targets: the same at the tile size, for the examples where with_tile [G]; an example without a tile
+        is plain, and if a mosaic of the group uses it its tile is its image area-resized. is_mosaic [G]: the
+        mosaic examples (chosen when the example was prepared, so a rate set in between never leaves a mosaic
+        without its tiles or a plain example without its image). image_size: (H, W)."""
+        boxes, classes, extra = _cast_targets(*targets)
+        tile_boxes, tile_classes, tile_extra = _cast_targets(*tile_targets)
+        images = tf.cast(images, tf.float32)
+        tiles = tf.cast(tiles, tf.float32)
+        draws = tf.cast(draws, tf.float32)
+        group = tf.shape(draws)[0]
+        height, width = int(image_size[0]), int(image_size[1])
+        tile_h, tile_w = self.tile_size((height, width))
         is_mixed = draws[:, _MIXUP_COIN] < self.mixup_rate
-        tile_h = max(1, round(self.tile_scale * height))
-        tile_w = max(1, round(self.tile_scale * width))
         yc = tf.cast(tf.round(draws[:, _CENTRE_Y] * height), tf.int32)  # [G] the centre, whole pixels
         xc = tf.cast(tf.round(draws[:, _CENTRE_X] * width), tf.int32)
-        tiles = tf.stack([tf.range(group)] + [_partner(draws[:, c], group) for c in (_PARTNER_1, _PARTNER_2,
-                                                                                      _PARTNER_3)],
-                         axis=1)  # [G, 4] indices into the group
+        partners = tf.stack([tf.range(group)] + [_partner(draws[:, c], group) for c in (_PARTNER_1, _PARTNER_2,
+                                                                                         _PARTNER_3)],
+                            axis=1)  # [G, 4] indices into the group
+
+        # Examples without a tile (prepared while the rate of mosaic was 0) lend their image, area-resized.
+        def complete():
+            resized = tf.image.resize(images, (tile_h, tile_w), method="area")
+            return tf.where(with_tile[:, None, None, None], tiles, resized)
+
+        tiles = tf.cond(tf.reduce_all(with_tile) | tf.logical_not(tf.reduce_any(is_mosaic)), lambda: tiles, complete)
+        tile_boxes = tf.where(with_tile[:, None, None], tile_boxes, boxes)
+        tile_classes = tf.where(with_tile[:, None], tile_classes, classes)
+        tile_extra = {k: tf.where(with_tile[:, None], v, extra[k]) for k, v in tile_extra.items()}
 
         # Pixels: only the mosaic examples are built, and written over the plain ones (a group that is all mosaic,
         # or none, skips the write).
         def mosaic_of(chosen):
-            return self._mosaic_pixels(images, tf.gather(tiles, chosen), tf.gather(yc, chosen),
+            return self._mosaic_pixels(tiles, tf.gather(partners, chosen), tf.gather(yc, chosen),
                                        tf.gather(xc, chosen), height, width, tile_h, tile_w)
 
-        images = _replace_where(is_mosaic, images, mosaic_of)
+        images = tf.ensure_shape(_replace_where(is_mosaic, images, mosaic_of), [None, height, width, 3])
 
         # Boxes: the four tiles of every example in one op, then plain examples keep their own boxes, padded to the
         # mosaic's 4M boxes.
-        m_boxes, m_classes, m_extra = self._mosaic_boxes(boxes, classes, extra, tiles, yc, xc, height, width,
-                                                         tile_h, tile_w)
+        m_boxes, m_classes, m_extra = self._mosaic_boxes(tile_boxes, tile_classes, tile_extra, partners, yc, xc,
+                                                         height, width, tile_h, tile_w)
         pad = [[0, 0], [0, 3 * boxes.shape[1]]]
         boxes = tf.where(is_mosaic[:, None, None], m_boxes, tf.pad(boxes, pad + [[0, 0]], constant_values=-1.0))
         classes = tf.where(is_mosaic[:, None], m_classes, tf.pad(classes, pad, constant_values=-1))
-        extra = {k: tf.where(is_mosaic[:, None], m_extra[k], tf.pad(tf.cast(v, tf.int32), pad))
-                 for k, v in extra.items()}
+        extra = {k: tf.where(is_mosaic[:, None], m_extra[k], tf.pad(v, pad)) for k, v in extra.items()}
 
         # MixUp with another output of the group: its image blended in (only the mixed examples are computed), its
         # boxes appended.
@@ -161,19 +207,19 @@ class MosaicMixup:
                  for k, v in extra.items()}
         return (images,) + _real_boxes_first(boxes, classes, extra)
 
-    def _mosaic_pixels(self, images, tiles, yc, xc, height, width, tile_h, tile_w):
-        """The mosaics of N examples: images [G, H, W, 3] (the group), tiles [N, 4] indices into it, centres yc, xc
-        [N] -> [N, H, W, 3].
+    def _mosaic_pixels(self, tiles, partners, yc, xc, height, width, tile_h, tile_w):
+        """The mosaics of N examples: tiles [G, th, tw, 3] (the group's images at the tile size), partners [N, 4]
+        indices into the group, centres yc, xc [N] -> [N, H, W, 3].
 
-        One area resize of the group to the tile size and one gather of whole pixels from it: output pixel (y, x)
-        of tile k reads tile pixel (y - oy, x - ox) when that lies inside the tile, else the fill pixel. The tile
-        (top or bottom, left or right) is chosen by y < yc and x < xc, and a tile never reaches past the centre, so
-        inside its own extent a tile is always inside its quadrant. The flat index is separable: a row term (the
-        tile of the row's half and the tile row) plus a column term (the tile column), with the row term chosen
-        between the left and the right tile by the column: two int32 passes over the output and one gather."""
-        small = tf.image.resize(images, (tile_h, tile_w), method="area")  # [G, th, tw, 3]
+        One gather of whole pixels: output pixel (y, x) of tile k reads tile pixel (y - oy, x - ox) when that lies
+        inside the tile, else the fill pixel. The tile (top or bottom, left or right) is chosen by y < yc and
+        x < xc, and a tile never reaches past the centre, so inside its own extent a tile is always inside its
+        quadrant. The flat index is separable: a row term (the tile of the row's half and the tile row) plus a
+        column term (the tile column), with the row term chosen between the left and the right tile by the column:
+        two int32 passes over the output and one gather."""
+        tiles = tf.ensure_shape(tiles, [None, tile_h, tile_w, 3])
         # One extra row and column of fill_value (tile row th, column tw): what a tile does not cover reads them.
-        small = tf.pad(small, [[0, 0], [0, 1], [0, 1], [0, 0]], constant_values=self.fill_value)
+        small = tf.pad(tiles, [[0, 0], [0, 1], [0, 1], [0, 0]], constant_values=self.fill_value)
         pixels = tf.reshape(small, [-1, 3])
         stride_y, stride_t = tile_w + 1, (tile_h + 1) * (tile_w + 1)  # flat strides of a tile row, of a tile
 
@@ -187,14 +233,15 @@ class MosaicMixup:
         bottom, tile_row = tile_position(tf.range(height)[None, :], yc, tile_h)  # [N, H]
         right, tile_col = tile_position(tf.range(width)[None, :], xc, tile_w)  # [N, W]
         half = 2 * tf.cast(bottom, tf.int32)  # tiles 0, 1 on top, 2, 3 below
-        row_terms = [tf.gather(tiles, half + side, batch_dims=1) * stride_t + tile_row * stride_y
+        row_terms = [tf.gather(partners, half + side, batch_dims=1) * stride_t + tile_row * stride_y
                      for side in (0, 1)]  # [N, H] for the left and the right tile
         index = tf.where(right[:, None, :], row_terms[1][:, :, None], row_terms[0][:, :, None]) + tile_col[:, None, :]
         return tf.gather(pixels, index)  # [N, H, W, 3]
 
-    def _mosaic_boxes(self, boxes, classes, extra, tiles, yc, xc, height, width, tile_h, tile_w):
-        """Every example's mosaic boxes, the four tiles in one op: boxes [G, M, 4] of the group, tiles [G, 4] ->
-        (boxes [G, 4M, 4], classes [G, 4M], extra) in tile order, -1 (extra 0) where dropped."""
+    def _mosaic_boxes(self, boxes, classes, extra, partners, yc, xc, height, width, tile_h, tile_w):
+        """Every example's mosaic boxes, the four tiles in one op: boxes [G, M, 4] of the group (at the tile size),
+        partners [G, 4] (indices into the group) -> (boxes [G, 4M, 4], classes [G, 4M], extra) in tile order, -1
+        (extra 0) where dropped."""
         bottom = tf.constant([0, 0, 1, 1], tf.int32)  # tile k: k >= 2 below the centre, k odd right of it
         right = tf.constant([0, 1, 0, 1], tf.int32)
         yc_k, xc_k = yc[:, None], xc[:, None]  # [G, 1] against [4]
@@ -209,14 +256,14 @@ class MosaicMixup:
         scale = tf.constant([tile_h / height, tile_w / width] * 2, tf.float32)
         offset = tf.cast(tf.stack([oy, ox, oy, ox], axis=-1), tf.float32) / size  # [G, 4, 4]
         region = tf.cast(tf.stack([y0, x0, y1, x1], axis=-1), tf.float32) / size
-        tile_classes = tf.gather(classes, tiles)  # [G, 4, M]
-        moved = tf.gather(boxes, tiles) * scale + offset[:, :, None, :]  # [G, 4, M, 4]
+        tile_classes = tf.gather(classes, partners)  # [G, 4, M]
+        moved = tf.gather(boxes, partners) * scale + offset[:, :, None, :]  # [G, 4, M, 4]
         kept, keep = self._clip(moved, region[:, :, None, :], height, width)
         keep &= tile_classes >= 0
         group, count = tf.shape(boxes)[0], 4 * boxes.shape[1]
         out_boxes = tf.reshape(tf.where(keep[..., None], kept, -1.0), [group, count, 4])
         out_classes = tf.reshape(tf.where(keep, tile_classes, -1), [group, count])
-        out_extra = {name: tf.reshape(tf.where(keep, tf.gather(tf.cast(values, tf.int32), tiles), 0), [group, count])
+        out_extra = {name: tf.reshape(tf.where(keep, tf.gather(values, partners), 0), [group, count])
                      for name, values in extra.items()}
         return out_boxes, out_classes, out_extra
 
@@ -237,6 +284,11 @@ def _partner(uniform, group):
     offset = 1 + tf.cast(tf.floor(uniform * tf.cast(group - 1, tf.float32)), tf.int32)
     offset = tf.minimum(offset, tf.maximum(group - 1, 1))
     return (tf.range(group) + offset) % group
+
+
+def _cast_targets(boxes, classes, extra):
+    return (tf.cast(boxes, tf.float32), tf.cast(classes, tf.int32),
+            {k: tf.cast(v, tf.int32) for k, v in (extra or {}).items()})
 
 
 def _replace_where(condition, images, build):

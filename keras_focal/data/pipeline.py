@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import math
+
 import tensorflow as tf
 
 from keras_focal import letterbox as letterboxing
@@ -45,9 +48,29 @@ def pad_targets(boxes, classes, max_boxes, extra=None):
     return out
 
 
+MULTI_SCALE_STRIDE = 32  # multi-scale sizes are multiples of the coarsest stride of P3-P5 (ultralytics: max stride 32)
+
+
+def multi_scale_sizes(multi_scale):
+    """(min, max) pixels -> the square sizes a multi-scale batch is drawn from: the multiples of
+    MULTI_SCALE_STRIDE in [min, max], e.g. (96, 160) -> [96, 128, 160]."""
+    try:
+        low, high = (float(v) for v in multi_scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"multi_scale must be (min, max) pixels, got {multi_scale!r}.") from None
+    stride = MULTI_SCALE_STRIDE
+    sizes = list(range(stride * math.ceil(low / stride), int(high) + 1, stride))
+    sizes = [s for s in sizes if s > 0]
+    if not 0 < low <= high or not sizes:
+        raise ValueError(f"multi_scale must be (min, max) pixels with 0 < min <= max and a multiple of {stride} "
+                         f"between them, got {multi_scale!r}.")
+    return sizes
+
+
 def make_dataset(ds, image_size=(128, 128), batch_size=8, encoder=None, augment=False, shuffle=False,
                  max_boxes=100, drop_remainder=False, repeat=False, min_box_size=2.0, deterministic=False,
-                 seed=None, augmenter=None, cache=False, prefetch=True, letterbox=False, mosaic=None):
+                 seed=None, augmenter=None, cache=False, prefetch=True, letterbox=False, mosaic=None,
+                 multi_scale=None):
     """Batches a `load()` dataset for `fit` / evaluation.
 
     ds: unbatched `(image uint8 [H, W, 3], {"boxes" [M, 4], "classes" [M]})` examples (from `load`).
@@ -74,6 +97,10 @@ def make_dataset(ds, image_size=(128, 128), batch_size=8, encoder=None, augment=
     mosaic: a `keras_focal.data.MosaicMixup`, or None. After the per-example resize and augmentation, groups of
         `mosaic.group_size` examples are combined (mosaic, then mixup, each example with its own stateless seed)
         and split again before encoding; its rates are read as the pipeline runs (`mosaic.set_rates`).
+    multi_scale: None, or (min, max) pixels: each batch is then resized to a random square size, a multiple of
+        `MULTI_SCALE_STRIDE` in that range (`multi_scale_sizes`), drawn from a stream seeded by `seed`, as
+        ultralytics resizes its batches (`--multi-scale`); the boxes are normalized and stay valid, and the
+        encoder runs on the batch at its size. The batches' images are [B, None, None, 3].
 
     Returns batches `(images float32 [B, H, W, 3] in 0..255, targets)` with targets `{"boxes" [B, max_boxes, 4],
     "classes" [B, max_boxes]}` padded with -1 (plus the encoder's outputs, plus "is_crowd" when the examples
@@ -98,71 +125,125 @@ def make_dataset(ds, image_size=(128, 128), batch_size=8, encoder=None, augment=
     if repeat:
         ds = ds.repeat()
 
-    def prepare(image, targets):
-        image, boxes = fit_to_frame(image, targets["boxes"], image_size, letterbox)
+    def prepare(image, targets, size=image_size):
+        image, boxes = fit_to_frame(image, targets["boxes"], size, letterbox)
         extra = {k: tf.cast(v, tf.int32) for k, v in targets.items() if k not in ("boxes", "classes")}
         boxes, classes, extra = filter_boxes(boxes, targets["classes"], height, width, min_box_size, extra)
         return image, boxes, classes, extra
 
-    def prepare_augmented(example, seed):
+    def prepare_augmented(example, seed, size=image_size, augmenter=augmenter):
         # Without letterbox, the stretch to image_size and the augmentation are one resampling of the image.
         image, targets = example
         boxes = targets["boxes"]
-        if letterbox:  # the aspect-preserving frame first; the augmentation then resamples it at image_size
-            image, boxes = fit_to_frame(image, boxes, image_size, letterbox=True)
+        if letterbox:  # the aspect-preserving frame first; the augmentation then resamples it at the output size
+            image, boxes = fit_to_frame(image, boxes, size, letterbox=True)
         extra = {k: tf.cast(v, tf.int32) for k, v in targets.items() if k not in ("boxes", "classes")}
         boxes, classes, extra = filter_boxes(boxes, targets["classes"], height, width, min_box_size, extra)
-        return augmenter.resize_and_augment(image, boxes, classes, extra, output_size=image_size,
+        return augmenter.resize_and_augment(image, boxes, classes, extra, output_size=size,
                                             seed=tf.stack([seed, 0]))
+
+    sizes = None if multi_scale is None else multi_scale_sizes(multi_scale)
+
+    def encode(out, size):
+        """The encoder's outputs merged into the padded targets `out` (one example, or a batch)."""
+        if encoder is None:
+            return out
+        out = dict(out)
+        enc_classes = out["classes"]
+        if "is_crowd" in out:  # crowd regions are never training targets
+            enc_classes = tf.where(out["is_crowd"] > 0, PAD_VALUE, enc_classes)
+        out.update(encoder(out["boxes"], enc_classes, size, size) if sizes else
+                   encoder(out["boxes"], enc_classes, height, width))
+        return out
 
     def finish(image, boxes, classes, extra):
         image = tf.ensure_shape(image, [height, width, 3])
         out = pad_targets(boxes, classes, max_boxes, extra)
-        if encoder is not None:
-            enc_classes = out["classes"]
-            if "is_crowd" in out:  # crowd regions are never training targets
-                enc_classes = tf.where(out["is_crowd"] > 0, PAD_VALUE, enc_classes)
-            encoded = encoder(out["boxes"], enc_classes, height, width)
-            for k, v in encoded.items():
-                out[k] = v
-        return image, out
+        return image, (out if sizes else encode(out, None))
+
+    def rescale(batch, draw):
+        """One batch at its drawn size: a bilinear resize of the images, the encoder at that size."""
+        images, targets = batch
+
+        def at(size):
+            return lambda: (tf.image.resize(images, (size, size), method="bilinear"), encode(targets, size))
+
+        return tf.switch_case(tf.cast(draw % len(sizes), tf.int32), [at(size) for size in sizes])
 
     if augmenter is None and mosaic is None:
         ds = ds.map(prepare, num_parallel_calls=autotune)
     else:
         # One stateless seed per example: the same draws whatever the parallelism.
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        prepare_one = prepare_augmented if augmenter is not None else lambda example, _: prepare(*example)
-        ds = tf.data.Dataset.zip((ds, seeds))
         if mosaic is None:
-            ds = ds.map(prepare_one, num_parallel_calls=autotune)
+            prepare_one = prepare_augmented if augmenter is not None else lambda example, _: prepare(*example)
+            ds = tf.data.Dataset.zip((ds, seeds)).map(prepare_one, num_parallel_calls=autotune)
         else:  # the seed goes on to the mosaic draws
-            ds = ds.map(lambda example, s: (prepare_one(example, s), s), num_parallel_calls=autotune)
-            ds = _mix_groups(ds, mosaic, image_size, max_boxes)
+            def prepare_sized(example, seed, size):
+                if augmenter is None:
+                    return prepare(*example, size=size)
+                if size == image_size:
+                    return prepare_augmented(example, seed)
+                # At the tile size the augmentation's box filter keeps boxes that are min_size_px at image_size.
+                tile_augmenter = copy.copy(augmenter)
+                tile_augmenter.min_size_px = augmenter.min_size_px * min(size[0] / height, size[1] / width)
+                return prepare_augmented(example, seed, size, tile_augmenter)
+
+            ds = _mix_groups(tf.data.Dataset.zip((ds, seeds)), mosaic, prepare_sized, image_size, max_boxes)
     ds = ds.map(finish, num_parallel_calls=autotune)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=autotune)
+    if sizes:  # one draw per batch, from its own stream (the examples' seeds come from `seed` itself)
+        draws = tf.data.Dataset.random(seed=None if seed is None else seed + 1, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip((ds, draws)).map(tf.autograph.experimental.do_not_convert(rescale),
+                                                  num_parallel_calls=autotune)
     if prefetch:
         ds = ds.prefetch(autotune)
     return ds
 
 
-def _mix_groups(ds, mosaic, image_size, max_boxes):
-    """((image, boxes, classes, extra), seed) examples -> the same after `mosaic.combine` over groups: padded to
-    `max_boxes`, batched by `mosaic.group_size`, combined, split again; the real boxes come first, cut to
-    `max_boxes` by `finish`."""
+def _mix_groups(ds, mosaic, prepare, image_size, max_boxes):
+    """(example, seed) pairs -> (image, boxes, classes, extra) examples after `mosaic.combine_tiles` over groups.
+
+    Each example draws its mosaic / mixup randomness from its seed and is prepared (resized and augmented by
+    `prepare(example, seed, size)`) at the size it is used at: at image_size if it stays plain, at the tile size
+    if the rate of mosaic is not 0 (it may be a tile of its group's mosaics); the other comes as an empty image.
+    The group is `padded_batch`ed (a group of mosaics carries its tiles only), combined and split again; the real
+    boxes come first, cut to `max_boxes` by `finish`."""
     autotune = tf.data.AUTOTUNE
     height, width = image_size
+    tile_size = mosaic.tile_size(image_size)
 
-    def pad(example, seed):
-        image, boxes, classes, extra = example
-        out = pad_targets(boxes, classes, max_boxes, extra)
+    def prepare_both(example, seed):
         draws = mosaic.draw(tf.stack([seed, 1]))  # the augmentation draws from [seed, 0]
-        return tf.ensure_shape(image, [height, width, 3]), out, draws
+        is_mosaic, with_tile = mosaic.decide(draws)
+        keys = [k for k in example[1] if k not in ("boxes", "classes")]
 
-    def combine(images, targets, draws):
-        extra = {k: v for k, v in targets.items() if k not in ("boxes", "classes")}
-        return mosaic.combine(images, targets["boxes"], targets["classes"], extra, draws)
+        def at(size):
+            def run():
+                image, boxes, classes, extra = prepare(example, seed, size)
+                return tf.ensure_shape(image, [size[0], size[1], 3]), pad_targets(boxes, classes, max_boxes, extra)
+            return run
 
-    ds = ds.map(pad, num_parallel_calls=autotune)
-    ds = ds.batch(mosaic.group_size, num_parallel_calls=autotune)
-    return ds.map(combine, num_parallel_calls=autotune).unbatch()
+        def empty(size):
+            def run():
+                none = {k: tf.zeros([0], tf.int32) for k in keys}
+                return (tf.zeros([0, size[1], 3], tf.float32),
+                        pad_targets(tf.zeros([0, 4]), tf.zeros([0], tf.int32), max_boxes, none))
+            return run
+
+        image, targets = tf.cond(is_mosaic, empty(image_size), at(image_size))
+        tile, tile_targets = tf.cond(with_tile, at(tile_size), empty(tile_size))
+        return image, targets, tile, tile_targets, draws, is_mosaic, with_tile
+
+    def combine(images, targets, tiles, tile_targets, draws, is_mosaic, with_tile):
+        def split(t):
+            return t["boxes"], t["classes"], {k: v for k, v in t.items() if k not in ("boxes", "classes")}
+
+        return mosaic.combine_tiles(images, split(targets), tiles, split(tile_targets), draws, is_mosaic, with_tile,
+                                    image_size)
+
+    # Plain tensor code with explicit tf.cond: not converted by autograph (its conversion took most of the trace).
+    plain = tf.autograph.experimental.do_not_convert
+    ds = ds.map(plain(prepare_both), num_parallel_calls=autotune)
+    ds = ds.padded_batch(mosaic.group_size)  # images of 0 rows stay 0 rows when the whole group has 0
+    return ds.map(plain(combine), num_parallel_calls=autotune).unbatch()

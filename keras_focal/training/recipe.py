@@ -48,6 +48,8 @@ class Recipe:
     ema / ema_momentum: weight EMA in the optimizer (Keras' `use_ema`).
     mosaic / mixup: probabilities per training image (`keras_focal.data.MosaicMixup`); 0 for none.
     close_mosaic: the last this many epochs train without mosaic and mixup.
+    multi_scale: 0, or a fraction f: each training batch is resized to a random square size, a multiple of 32 in
+        [(1 - f) S, (1 + f) S] for the training size S (`multi_scale_range`; ultralytics `multi_scale`: 0.5).
     """
 
     schedule: str = "step"
@@ -57,6 +59,7 @@ class Recipe:
     mosaic: float = 0.0
     mixup: float = 0.0
     close_mosaic: int = 0
+    multi_scale: float = 0.0
 
     def optimizer(self, kind="adamw", steps_per_epoch=1, epochs=1, batch_size=16, **kwargs):
         """`make_optimizer` with this recipe's schedule, warm-up and EMA; kwargs go to it (learning_rate, ...)."""
@@ -72,6 +75,16 @@ class Recipe:
         from keras_focal.data.mosaic import MosaicMixup  # the data package does not depend on training
 
         return MosaicMixup(mosaic=self.mosaic, mixup=self.mixup, **kwargs)
+
+    def multi_scale_range(self, image_size):
+        """`make_dataset(multi_scale=)` for the training size (an int, or (H, W): the larger side): (min, max)
+        pixels, or None when multi_scale is 0."""
+        if not self.multi_scale:
+            return None
+        if not 0.0 < float(self.multi_scale) < 1.0:
+            raise ValueError(f"multi_scale is a fraction of the image size in (0, 1), got {self.multi_scale}.")
+        size = max(image_size) if isinstance(image_size, (tuple, list)) else image_size
+        return (1.0 - self.multi_scale) * size, (1.0 + self.multi_scale) * size
 
     def close_epoch(self, epochs):
         """The first epoch (0-based) without mosaic and mixup."""
