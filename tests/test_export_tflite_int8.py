@@ -68,6 +68,21 @@ def _matched_share(reference, got, top, min_iou=0.5):
     return matched / max(total, 1)
 
 
+def _assert_same_detections(expected, got, score_threshold, tolerance):
+    """Every detection of one output is in the other (same class, score and box within `tolerance`), but for one
+    scored within `tolerance` of the score threshold, which rounding may put on either side."""
+    for b in range(len(expected["num_detections"])):
+        for one, other in ((expected, got), (got, expected)):
+            n = int(other["num_detections"][b])
+            for i in np.flatnonzero(one["detection_scores"][b, :int(one["num_detections"][b])]
+                                    >= score_threshold + tolerance):
+                close = ((other["detection_classes"][b, :n] == one["detection_classes"][b, i])
+                         & (np.abs(other["detection_scores"][b, :n] - one["detection_scores"][b, i]) <= tolerance)
+                         & np.all(np.abs(other["detection_boxes"][b, :n] - one["detection_boxes"][b, i])
+                                  <= tolerance, axis=1))
+                assert close.any(), (b, i, one["detection_scores"][b, i], one["detection_boxes"][b, i])
+
+
 @pytest.fixture(scope="module")
 def trained():
     import keras
@@ -88,17 +103,22 @@ def trained():
 
 @pytest.fixture(scope="module")
 def exports(trained, tmp_path_factory):
-    from keras_focal.export import export_tflite
+    from keras_focal.export import export_tflite, tflite
 
     folder = tmp_path_factory.mktemp("tflite_int8")
     decoder = trained.prediction_decoder
     config = decoder.get_config()
+    traced = tflite.trace(trained, quantization="int8")  # a float32 input, which the int8 converter makes uint8
     files = {
         "float32": export_tflite(trained, str(folder / "float32.tflite")),
-        "int8": export_tflite(trained, str(folder / "int8.tflite"), quantization="int8",
+        "int8": export_tflite(trained, str(folder / "int8.tflite"), quantization="int8", traced=traced,
                               representative_data=_calibration_images()),
         "camera": export_tflite(trained, str(folder / "camera.tflite"), input_size=CAMERA_SIZE),
+        "float32_input": str(folder / "float32_input.tflite"),
     }
+    # The same trace not quantized: the float32 file with a float32 input (takes frames that are not whole values).
+    with open(files["float32_input"], "wb") as f:
+        f.write(tflite._converter(traced[1], traced[0], None).convert())
     # The file's decoder is a copy: the model's own decoder is neither swapped nor modified.
     assert trained.prediction_decoder is decoder and decoder.get_config() == config
     return files
@@ -174,31 +194,25 @@ def test_representative_data_missing_or_empty_names_what_to_pass(trained, tmp_pa
     assert not (tmp_path / "x.tflite").exists()
 
 
-def test_input_size_letterbox_equals_letterbox_and_the_fixed_size_file(exports):
+def test_input_size_letterbox_equals_letterbox_and_the_fixed_size_file(trained, exports):
     from keras_focal import letterbox as letterboxing
     from keras_focal.export import TFLiteDetector
 
     camera = TFLiteDetector(exports["camera"])
-    fixed = TFLiteDetector(exports["float32"])
+    fixed = TFLiteDetector(exports["float32_input"])
     assert camera.image_size == CAMERA_SIZE
     images, _, _ = _shapes(400, 3)
     frames = images[:, 28:100]  # [3, 72, 128, 3] camera frames
     got = camera(frames)
     letterboxed, content = letterboxing.letterbox(frames, IMAGE_SIZE)
-    # The image rows are whole values (scale 1); the fixed-size file's uint8 input rounds the pad colour (123.675 ->
-    # 124, ...), which the file with the letterbox inside keeps exact: the scores may differ by that much.
+    # The image rows are whole values (scale 1), the pad is the mean colour (123.675, ...), which a uint8 input would
+    # round: the fixed-size file here takes float32, so it gets the frame the file with the letterbox inside makes.
     np.testing.assert_array_equal(letterboxed.numpy()[:, :72], frames)
-    expected = fixed(np.round(letterboxed.numpy()).astype(np.uint8))
+    expected = fixed(letterboxed.numpy())
     expected["detection_boxes"] = letterboxing.boxes_from_frame(expected["detection_boxes"], content).numpy()
     assert int(expected["num_detections"].min()) >= 1
-    np.testing.assert_array_equal(got["num_detections"], expected["num_detections"])
-    for b in range(len(frames)):
-        n = int(expected["num_detections"][b])
-        order = lambda out: np.lexsort((*out["detection_boxes"][b, :n].T, out["detection_classes"][b, :n]))  # noqa
-        e, g = order(expected), order(got)
-        np.testing.assert_array_equal(got["detection_classes"][b, g], expected["detection_classes"][b, e])
-        np.testing.assert_allclose(got["detection_scores"][b, g], expected["detection_scores"][b, e], atol=5e-3)
-        np.testing.assert_allclose(got["detection_boxes"][b, g], expected["detection_boxes"][b, e], atol=5e-3)
+    # Equal up to float rounding (the same graph but for the resize and the mapping of the boxes back).
+    _assert_same_detections(expected, got, trained.prediction_decoder.score_threshold, tolerance=1e-4)
     # The reference can fail: the boxes left in frame coordinates differ.
     frame_boxes = expected["detection_boxes"] * np.tile(content.numpy(), 2)[:, None]
     assert np.abs(frame_boxes - got["detection_boxes"]).max() > 0.05
@@ -212,3 +226,139 @@ def test_command_line_int8_needs_data(capsys):
             cli.main(["export", "--format", "tflite", *argv])
         assert stopped.value.code == 2
         assert "argument --data: needed with --quantization int8" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ GroupNorm heads (GFL)
+#
+# An untrained tiny GFL model (its towers: conv, GroupNorm, ReLU) with random GroupNorm scales and offsets and a
+# class conv without the prior bias, so that its scores spread over (0, 1) and it detects something to compare.
+# FPN width 64: 32 groups of 2 channels, so the group means are means over more than one channel.
+
+def _group_norm_reference(x, groups, gamma, beta, epsilon):
+    """float64 NumPy GroupNorm of x [B, H, W, C] over consecutive blocks of C / groups channels."""
+    x = np.asarray(x, np.float64)
+    b, h, w, c = x.shape
+    g = x.reshape(b, h, w, groups, c // groups)
+    mean = g.mean(axis=(1, 2, 4), keepdims=True)
+    variance = ((g - mean) ** 2).mean(axis=(1, 2, 4), keepdims=True)
+    return ((g - mean) / np.sqrt(variance + epsilon)).reshape(b, h, w, c) * gamma + beta
+
+
+@pytest.fixture(scope="module")
+def gfl():
+    import keras
+
+    from keras_focal.models import RetinaNet
+
+    keras.utils.set_random_seed(5)
+    model = RetinaNet(NUM_CLASSES, backbone=tiny_backbone(), head="gfl", fpn_width=64, head_convs=1,
+                      image_size=IMAGE_SIZE)
+    rng = np.random.default_rng(5)
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.GroupNormalization):
+            layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape))
+            layer.beta.assign(rng.normal(0.0, 0.3, layer.beta.shape))
+        if layer.name == "class_subnet_logits":
+            layer.kernel.assign(rng.normal(0.0, 0.05, layer.kernel.shape))
+            layer.bias.assign(np.zeros(layer.bias.shape))
+    return model
+
+
+@pytest.fixture(scope="module")
+def gfl_exports(gfl, tmp_path_factory):
+    from keras_focal.export import export_tflite, tflite
+
+    folder = tmp_path_factory.mktemp("tflite_gfl")
+    # One trace for both files: the int8 trace (GroupNorm as group_norm_4d, a float32 input), converted once
+    # without quantization (float32 through, the proof that the formulation keeps the detections) and once to int8.
+    traced = tflite.trace(gfl, quantization="int8")
+    float32 = str(folder / "float32_4d.tflite")
+    with open(float32, "wb") as f:
+        f.write(tflite._converter(traced[1], traced[0], None).convert())
+    with pytest.warns(UserWarning, match="int8 calibration on 25 images"):
+        int8 = export_tflite(gfl, str(folder / "int8.tflite"), quantization="int8", traced=traced,
+                             representative_data=_calibration_images()[:25])
+    return {"float32_4d": float32, "int8": int8}
+
+
+def test_group_norm_4d_equals_group_normalization(gfl):
+    import keras
+
+    from keras_focal.export import group_norm
+
+    layer = keras.layers.GroupNormalization(groups=4, epsilon=1e-3)
+    x = np.random.default_rng(0).normal(2.0, 3.0, (2, 5, 7, 16)).astype(np.float32)
+    layer.build(x.shape)
+    rng = np.random.default_rng(1)
+    layer.gamma.assign(rng.uniform(0.5, 1.5, 16))
+    layer.beta.assign(rng.normal(0.0, 1.0, 16))
+    expected = _group_norm_reference(x, 4, layer.gamma.numpy(), layer.beta.numpy(), 1e-3)
+    np.testing.assert_allclose(layer(x).numpy(), expected, atol=2e-5)
+    got = group_norm.group_norm_4d(layer, tf.constant(x)).numpy()
+    np.testing.assert_allclose(got, expected, atol=2e-5)
+    # The reference can fail: groups of strided channels (0, 4, 8, ... together) instead of consecutive ones.
+    strided = _group_norm_reference(x.reshape(2, 5, 7, 4, 4).swapaxes(3, 4).reshape(2, 5, 7, 16), 4, 1.0, 0.0,
+                                    1e-3).reshape(2, 5, 7, 4, 4).swapaxes(3, 4).reshape(2, 5, 7, 16)
+    assert np.abs(strided * layer.gamma.numpy() + layer.beta.numpy() - expected).max() > 0.1
+    # The whole GFL model with every GroupNorm swapped: the same outputs; restored after the block.
+    images = _shapes(500, 2)[0].astype(np.float32)
+    before = gfl(images)
+    with group_norm.integer_group_norm(gfl) as swapped:
+        during = gfl(images)
+    assert swapped == 2  # one per tower conv (class and box), shared across the levels
+    for name in before:
+        np.testing.assert_allclose(during[name].numpy(), before[name].numpy(), atol=1e-4, rtol=1e-4)
+    assert not [layer for layer in gfl._flatten_layers() if "call" in layer.__dict__]
+
+
+def test_gfl_float32_file_of_the_4d_group_norm_gives_the_models_detections(gfl, gfl_exports):
+    from keras_focal.export import TFLiteDetector
+
+    images = _shapes(600, 3)[0].astype(np.float32)  # the file has the int8 trace's float32 input
+    expected = gfl.predict(images, verbose=0)
+    got = TFLiteDetector(gfl_exports["float32_4d"])(images)
+    assert int(expected["num_detections"].min()) >= 10, "nothing to compare"
+    _assert_same_detections(expected, got, gfl.prediction_decoder.score_threshold, tolerance=1e-5)
+    # The comparison can fail: the boxes moved by 1e-4 (a hundredth of a pixel) differ.
+    with pytest.raises(AssertionError):
+        _assert_same_detections(expected, {**got, "detection_boxes": got["detection_boxes"] + 1e-4},
+                                gfl.prediction_decoder.score_threshold, tolerance=1e-5)
+
+
+def test_gfl_int8_file_is_integer_from_the_input_through_the_group_norm_towers(gfl_exports):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from keras_focal.export import tflite
+
+    interpreter = Interpreter(model_path=gfl_exports["int8"])
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()
+    names = [op["op_name"] for op in ops]
+    # One QUANTIZE (the uint8 input), one DEQUANTIZE per head output (class_logits, box_outputs), nothing else
+    # converts between int8 and float; no op without an int8 kernel (Keras' GroupNorm: NEG, SQUARE), no TILE.
+    assert names.count("QUANTIZE") == 1 and names[0] == "QUANTIZE"
+    assert names.count("DEQUANTIZE") == 2
+    assert not {"NEG", "SQUARE", "SQUARED_DIFFERENCE", "TILE"} & set(names), names
+    summary = tflite.op_summary(gfl_exports["int8"])
+    assert {"CONV_2D", "MEAN", "RSQRT", "SUB", "MUL", "RESIZE_NEAREST_NEIGHBOR"} <= set(summary["integer"]), summary
+    assert not {"CONV_2D", "MEAN", "RSQRT", "RESIZE_NEAREST_NEIGHBOR"} & set(summary["float"]), summary
+    # Every op before the DEQUANTIZEs (all their ancestors: input, backbone, FPN, towers, last head convolutions)
+    # reads and writes int8 (uint8: the input), in at most 4 dimensions (the Edge TPU maps tensors with at most 3
+    # dimensions larger than 1).
+    producer = {t: i for i, op in enumerate(ops) for t in op["outputs"]}
+    pending = [t for op in ops if op["op_name"] == "DEQUANTIZE" for t in op["inputs"]]
+    ancestors = set()
+    while pending:
+        i = producer.get(pending.pop())
+        if i is not None and i not in ancestors:
+            ancestors.add(i)
+            pending.extend(ops[i]["inputs"])
+    assert {names[i] for i in ancestors} >= {"CONV_2D", "MEAN", "RSQRT", "QUANTIZE"}
+    assert sum(names[i] == "CONV_2D" for i in ancestors) == names.count("CONV_2D")
+    for i in ancestors:
+        for t in [t for t in [*ops[i]["inputs"], *ops[i]["outputs"]] if t >= 0]:
+            if tensors[t]["dtype"] != np.int32:  # int32: biases and shape operands
+                assert tensors[t]["dtype"] == (np.uint8 if names[i] == "QUANTIZE" and t in ops[i]["inputs"]
+                                               else np.int8), (names[i], tensors[t]["name"], tensors[t]["dtype"])
+        for t in ops[i]["outputs"]:
+            assert np.sum(np.asarray(tensors[t]["shape"]) > 1) <= 3, (names[i], tensors[t]["shape"])
