@@ -210,7 +210,6 @@ def _mix_groups(ds, mosaic, prepare, image_size, max_boxes):
     The group is `padded_batch`ed (a group of mosaics carries its tiles only), combined and split again; the real
     boxes come first, cut to `max_boxes` by `finish`."""
     autotune = tf.data.AUTOTUNE
-    height, width = image_size
     tile_size = mosaic.tile_size(image_size)
 
     def prepare_both(example, seed):
