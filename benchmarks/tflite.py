@@ -12,6 +12,9 @@ Rows:
   path, quantization=...)`, run by `keras_focal.export.TFLiteDetector(path, num_threads=1 or 2)` (XNNPACK on CPU).
   int8 is calibrated on the first 100 images of --calibration-split (the training split), and the ops of its
   integer and float sections are printed.
+- with `--network`, `tflite float32 network` and `tflite int8 network`: the float32 and int8 files cut where
+  their integer section ends (the head outputs; for int8 the DEQUANTIZEs), timed only: the network's speed-up
+  apart from decoding and NMS, and, cut after the backbone (the FPN's lateral inputs), the backbone's.
 - with `--nms postprocess`, two more float32 files where the class-offset NMS is replaced by TFLite's
   `TFLite_Detection_PostProcess` op (per-class "regular" NMS, and the class-agnostic "fast" NMS), the other way to
   put NMS in a `.tflite` file. The op decodes center-size box encodings against anchors itself, so the decoded
@@ -52,6 +55,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=3, help="untimed calls per runner first (default: %(default)s)")
     p.add_argument("--nms", nargs="*", default=[], choices=["postprocess"],
                    help="also measure TFLite_Detection_PostProcess in place of the class-offset NMS")
+    p.add_argument("--network", action="store_true",
+                   help="also time the network alone (and the backbone alone) of the float32 and int8 files")
     p.add_argument("--output-dir", default=None, help="keep the .tflite files here (default: a temporary folder)")
     return p.parse_args(argv)
 
@@ -125,6 +130,65 @@ class _IntegerOutputs:
         import numpy as np
 
         return self(np.asarray(images))
+
+
+# ---------------------------------------------------------------------------------- the network alone
+def _ancestors(subgraph, tensors):
+    """Indices of the ops that `tensors` depend on, in the main subgraph."""
+    from keras_focal.export import tflite
+
+    producer = {int(t): i for i, op in enumerate(subgraph.operators) for t in tflite._list(op.outputs)}
+    ops, pending = set(), [int(t) for t in tensors]
+    while pending:
+        i = producer.get(pending.pop())
+        if i is not None and i not in ops:
+            ops.add(i)
+            pending.extend(tflite._list(subgraph.operators[i].inputs))
+    return ops
+
+
+def cut_file(path, part="network"):
+    """The `.tflite` bytes of `path` cut to its network (input to the head outputs: for an int8 file the
+    DEQUANTIZE outputs, for a float one where `tflite._sections` ends the integer section), or to its backbone
+    (`part="backbone"`: up to the inputs of the FPN's lateral convolutions). No signature: run with
+    `set_tensor` / `invoke`."""
+    import re
+
+    import numpy as np
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from keras_focal.export import tflite
+
+    model_object = flatbuffer_utils.read_model(path)
+    subgraph = model_object.subgraphs[0]
+    names = [tflite._op_name(model_object, op) for op in subgraph.operators]
+    if part == "backbone":
+        tensor_names = tflite._tensor_names(subgraph)
+        ends = [int(op.inputs[0]) for op, name in zip(subgraph.operators, names)
+                if name == "CONV_2D" and re.search(r"/fpn_lateral\d", tensor_names[int(op.outputs[0])])]
+    elif "DEQUANTIZE" in names:
+        ends = [int(op.outputs[0]) for op, name in zip(subgraph.operators, names) if name == "DEQUANTIZE"]
+    else:
+        ends = tflite._sections(model_object)[2]
+    subgraph.operators = [subgraph.operators[i] for i in sorted(_ancestors(subgraph, ends))]
+    subgraph.outputs = np.asarray(ends, np.int32)
+    model_object.signatureDefs = []
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model_object))
+
+
+class _RawRunner:
+    """Runs a signature-less `.tflite` (bytes) on one image, cast to its input dtype."""
+
+    def __init__(self, content, threads):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_content=content, num_threads=threads)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+
+    def __call__(self, images):
+        self.interpreter.set_tensor(self.input["index"], images.astype(self.input["dtype"]))
+        self.interpreter.invoke()
 
 
 # ------------------------------------------------------------------------------------------- measures
@@ -203,6 +267,15 @@ def main(argv=None):
     for name, path in files.items():
         for threads in (1, 2):
             runners[f"{name} / {threads} thread{'s' if threads > 1 else ''}"] = detector(path, threads)
+    timed_only = {}
+    if args.network:
+        for name in ("float32", "int8"):
+            for part in ("network", "backbone"):
+                content = cut_file(files[f"tflite {name}"], part)
+                timed_only[f"tflite {name} {part}"] = len(content)
+                for threads in (1, 2):
+                    runners[f"tflite {name} {part} / {threads} thread{'s' if threads > 1 else ''}"] = _RawRunner(
+                        content, threads)
 
     ds = kd.load(args.dataset, split=args.split)
     if args.max_images:
@@ -234,13 +307,25 @@ def main(argv=None):
             timing = (medians[t1], medians[t2], ratios[t1], ratios[t2])
         rows.append((name, sizes[name], *timing, metrics["AP"], metrics["AP50"], kept))
 
+    for name, nbytes in timed_only.items():
+        t1, t2 = f"{name} / 1 thread", f"{name} / 2 threads"
+        rows.append((name, nbytes, medians[t1], medians[t2], ratios[t1], ratios[t2], None, None, None))
+
     print(f"\n{'form':<38}{'size MB':>9}{'ms 1 thr':>10}{'ms 2 thr':>10}{'x SM 1':>8}{'x SM 2':>8}"
           f"{'AP':>8}{'AP50':>8}{'kept':>8}")
     for name, nbytes, t1, t2, r1, r2, ap, ap50, kept in rows:
         def fmt(value, spec):
             return format(value, spec) if value is not None else f"{'-':>{spec.split('.')[0]}}"
         print(f"{name:<38}{nbytes / 1e6:>9.2f}{1000 * t1:>10.1f}{fmt(t2 and 1000 * t2, '10.1f')}"
-              f"{r1:>8.2f}{fmt(r2, '8.2f')}{100 * ap:>8.1f}{100 * ap50:>8.1f}{100 * kept:>7.1f}%")
+              f"{r1:>8.2f}{fmt(r2, '8.2f')}{fmt(ap and 100 * ap, '8.1f')}{fmt(ap50 and 100 * ap50, '8.1f')}"
+              f"{fmt(kept and 100 * kept, '7.1f')}{'%' if kept is not None else ' '}")
+    for part in ("", " network", " backbone"):
+        pair = [f"tflite {name}{part} / {threads} thread{'s' if threads > 1 else ''}" for threads in (1, 2)
+                for name in ("float32", "int8")]
+        if all(p in medians for p in pair):
+            print(f"int8{part} over float32{part}: x{ratios[pair[1]] / ratios[pair[0]]:.2f} at 1 thread, "
+                  f"x{ratios[pair[3]] / ratios[pair[2]]:.2f} at 2 threads (ratio of their speed-ups over the "
+                  "savedmodel, each the median of per-round ratios)")
     print("\nms: per image at batch 1 (savedmodel: TensorFlow's thread pools); x SM: speed-up over the savedmodel, "
           "median of per-round ratios; AP in points; kept: SavedModel detections returned too (same class, "
           f"score within {KEPT_SCORE_TOLERANCE}, box within {KEPT_BOX_TOLERANCE_PX} px).")

@@ -19,7 +19,8 @@ class UpsampleLike(keras.layers.Layer):
                      are below 1/2 for the rows that exist (k <= h - 1, resp. k <= h - 2), so floor = k, at least
                      1 / (2h - 1) away from the next integer (float rounding cannot cross it).
     It lowers to one RESIZE_NEAREST_NEIGHBOR in TFLite, which has int8 kernels and is on the Edge TPU's list of
-    operations, where `ops.repeat` + slice lowered to RESHAPE, TILE (not on that list) and STRIDED_SLICE.
+    operations (`ops.repeat` and a slice would lower to RESHAPE, TILE, which is not on that list, and
+    STRIDED_SLICE).
     `tests/test_fpn_upsample.py` compares it with the repeat + crop for even and odd sizes. The layer has no
     weights or arguments: `.keras` files saved with either form load as this one.
     """
