@@ -14,7 +14,7 @@ Data flow:
     and the exported graph use);
   - boxes, anchor-free (mmdetection `anchor_type='anchor_free'`): distances (left, top, right, bottom) in strides,
     ``scale_l * exp(conv3x3(box branch))`` with one learnable scale per level;
-  - box alignment (Eq. 5; `box_alignment=True`, off by default): each of the 4 box sides, as an absolute
+  - box alignment (Eq. 5; `box_alignment=True`, the default): each of the 4 box sides, as an absolute
     coordinate, is read at its own learnt offset ``(dy, dx) = conv3x3(relu(conv1x1(X)))`` (8 channels, zero at the
     start) by bilinear sampling, written with gathers (`BoxAlignment`), for mmdetection's `deform_sampling`; a
     sampled box whose sides cross keeps the unsampled one.
@@ -175,8 +175,9 @@ class TOODHead(base.DenseHead):
 
     Args:
         num_convs: stacked task-interactive convs (6, mmdetection `stacked_convs`).
-        box_alignment: sample each box side at a learnt offset (`BoxAlignment`, Eq. 5). Off by default: its
-            gain on the built-in dataset is not measured, and the gathers lengthen tracing and export.
+        box_alignment: sample each box side at a learnt offset (`BoxAlignment`, Eq. 5; True, as the paper).
+            False drops the sampling and its offset branch: a faster trace and export, and on the built-in
+            dataset 3.1 AP less (`benchmarks/heads.py`, `docs/heads.md`).
         qfl_beta: Quality Focal Loss exponent (2.0).
         giou_weight: weight of the GIoU term (2.0).
         warmup_fraction: the part of training, from step 0, with the ATSS assigner and focal loss (4 / 12).
@@ -201,7 +202,7 @@ class TOODHead(base.DenseHead):
     nms_iou_threshold = 0.6  # mmdetection `test_cfg=dict(nms=dict(type='nms', iou_threshold=0.6), max_per_img=100)`
     assignment_keys = ("alignment",)
 
-    def __init__(self, num_convs=STACKED_CONVS, box_alignment=False, qfl_beta=QFL_BETA, giou_weight=GIOU_WEIGHT,
+    def __init__(self, num_convs=STACKED_CONVS, box_alignment=True, qfl_beta=QFL_BETA, giou_weight=GIOU_WEIGHT,
                  warmup_fraction=WARMUP_FRACTION, total_steps=None, warmup_alpha=WARMUP_FOCAL_ALPHA,
                  warmup_gamma=WARMUP_FOCAL_GAMMA, anchor_generator=None, assigner=None, warmup_assigner=None,
                  box_coder=None):
