@@ -6,8 +6,9 @@
 The benchmark writes its own data into a temporary folder: --images 640x480 JPEGs, each with --boxes boxes, and a
 COCO-format JSON, read with `keras_focal.data.load`. Every row is `make_dataset(image_size=(S, S), batch_size=8)`
 over those files, repeated, decoded in the pipeline; rows differ only in augmentation, mosaic
-(`MosaicMixup(mosaic=1.0)`: every image a mosaic) and encoder. torchvision's row is `CocoDetection` (PIL decode)
-with a resize + random flip transform, in a `DataLoader(batch_size=8, num_workers=2)`.
+(`MosaicMixup(mosaic=1.0)`: every image a mosaic, unless the row says other rates) and encoder. torchvision's row
+is `CocoDetection` (PIL decode) with a resize + random flip transform, in a `DataLoader(batch_size=8,
+num_workers=2)`.
 
 Method: the rows take turns (one measurement of each row per round, --rounds rounds). A measurement opens a fresh
 iterator, pulls --warmup-batches untimed batches (tracing, filling the buffers) and then times the next batches for
@@ -21,6 +22,7 @@ augmented rows).
 import argparse
 import json
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -30,6 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 BASE = "decode + resize + pad"
 MOSAIC = " + mosaic"
+MOSAIC_PART = r" \+ mosaic.*?(?= \+ |$)"  # " + mosaic" and its settings, up to the next " + "
 
 
 def parse_args(argv=None):
@@ -99,6 +102,8 @@ def keras_focal_rows(examples, size, batch_size, rows):
         "RetinaNet encoder alone, max_boxes=20": pipeline(encoder=retina, max_boxes=20),
         "+ augmentation + GFL ATSS encoder": pipeline(augment=True, encoder=gfl),
         "+ augmentation + mosaic": pipeline(augment=True, mosaic=MosaicMixup(mosaic=1.0)),
+        "+ augmentation + mosaic 0.5, mixup 0.5": pipeline(augment=True, mosaic=MosaicMixup(mosaic=0.5, mixup=0.5)),
+        "+ augmentation + mosaic closed (rates 0)": pipeline(augment=True, mosaic=MosaicMixup(mosaic=0.0)),
         "+ augmentation + mosaic + RetinaNet encoder": pipeline(augment=True, encoder=retina,
                                                                mosaic=MosaicMixup(mosaic=1.0)),
         "+ augmentation + mosaic + GFL ATSS encoder": pipeline(augment=True, encoder=gfl,
@@ -181,7 +186,7 @@ def measure(make_iterator, batch_size, seconds, warmup_batches):
 
 def without_mosaic(name):
     """The row a mosaic row is compared with: the same pipeline without mosaic (None for other rows)."""
-    return name.replace(MOSAIC, "") if MOSAIC in name else None
+    return re.sub(MOSAIC_PART, "", name) if MOSAIC in name else None
 
 
 def run_size(rows, args):
