@@ -97,7 +97,7 @@ def run_recipe(name, args, info, train_examples, eval_examples, seed):
     model.compile(optimizer=optimizer)
     mixer = recipe.mosaic_mixup()
     ds = data.make_dataset(train_examples, image_size=size, batch_size=args.batch_size, augment=True, shuffle=True,
-                           repeat=True, seed=seed, mosaic=mixer)
+                           repeat=True, seed=seed, mosaic=mixer, multi_scale=recipe.multi_scale_range(size))
     raw = {}
 
     class KeepRaw(keras.callbacks.Callback):  # before SwapEMAWeights: the raw weights of the last epoch

@@ -4,10 +4,14 @@ budget: RetinaNet, RetinaNet with ATSS, GFL, TOOD and TOOD's options.
     python benchmarks/heads.py                                        # every variant, seed 0
     python benchmarks/heads.py --variants gfl,tood --seeds 0,1,2      # several seeds where the differences are small
     python benchmarks/heads.py --epochs 1 --train-examples 64 --eval-examples 16     # a smoke run
+    python benchmarks/heads.py --step-time --variants retina,gfl,tood,tood_no_box_alignment   # train-step time
 
 Every variant: ResNet-18 from random init, FPN and head 64 wide with 2 convs, 128 px, batch 8, AdamW 1e-3 with the
 step schedule (`keras_focal.training.make_optimizer`), 4 epochs of the 2000 training images, augmentation on, the
-same seed and input order; COCO AP / AP50 / AP75 / AP_S from `keras_focal.evaluation.evaluate_model`. RetinaNet's and
+same seed and input order; COCO AP / AP50 / AP75 / AP_S from `keras_focal.evaluation.evaluate_model`.
+`--step-time` instead times one training step of each variant at 128 px (batch 8) and 512 px (batch 2) on random
+images with 10 boxes each, the variants taking turns (`_profile.time_interleaved`); every head gets the plain boxes
+and classes, so each computes its targets inside the step. RetinaNet's and
 GFL's targets are encoded in the input pipeline, TOOD's in the train step (its assigner reads the predictions). TOOD's warm-up
 (ATSS + focal) covers the first third of the run's steps (`head.total_steps`).
 
@@ -25,10 +29,12 @@ GFL's targets are encoded in the input pipeline, TOOD's in the train step (its a
 
 import argparse
 import os
+import sys
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 VARIANTS = ("retina", "retina_atss", "gfl", "tood", "tood_warmup_10", "tood_no_box_alignment", "tood_no_small",
             "tood_no_box_alignment_warmup_10", "tood_no_warmup")
@@ -46,6 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--train-examples", type=int, default=None, help="use only the first N training images")
     p.add_argument("--eval-examples", type=int, default=None, help="evaluate on the first N validation images")
     p.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir")
+    p.add_argument("--step-time", action="store_true", help="time a training step of each variant instead")
+    p.add_argument("--steps", type=int, default=5, help="--step-time: timed steps per variant (median)")
     return p.parse_args(argv)
 
 
@@ -96,8 +104,41 @@ def run(variant, seed, args, info, train, val):
     return metrics, seconds
 
 
+def step_times(args, num_classes=5):
+    """Median seconds of one `fit` step of each variant, at 128 px batch 8 and 512 px batch 2."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import keras_focal
+    from _profile import time_interleaved
+
+    variants = args.variants.split(",")
+    rng = np.random.default_rng(0)
+    for size, batch in ((128, 8), (512, 2)):
+        corner = rng.uniform(0.0, 0.7, (batch, 10, 2))
+        boxes = np.concatenate([corner, corner + rng.uniform(0.05, 0.3, (batch, 10, 2))], -1).astype("float32")
+        data = tf.data.Dataset.from_tensors((
+            rng.uniform(0, 255, (batch, size, size, 3)).astype("float32"),
+            {"boxes": boxes, "classes": rng.integers(0, num_classes, (batch, 10)).astype("int32")})).repeat()
+        steps = {}
+        for variant in variants:
+            head = head_for(variant, args.head_convs)
+            head.total_steps = 1000  # the warm-up is its first third: these steps are in it, as a run's first are
+            model = keras_focal.models.RetinaNet(num_classes, backbone="resnet18", head=head,
+                                                 fpn_width=args.fpn_width, image_size=(size, size))
+            model.compile(optimizer=keras.optimizers.AdamW(1e-3))
+            steps[variant] = lambda m=model: m.fit(data, steps_per_epoch=1, epochs=1, verbose=0)
+        seconds, _ = time_interleaved(steps, args.steps)
+        for variant in variants:
+            print(f"{size} px, batch {batch}: {variant:<24}{seconds[variant]:.3f} s/step "
+                  f"({seconds[variant] / seconds[variants[0]]:.2f}x {variants[0]})", flush=True)
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.step_time:
+        return step_times(args)
     from keras_focal import data
 
     info = data.dataset_info("keras_focal_shapes")
