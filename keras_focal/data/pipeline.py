@@ -144,29 +144,28 @@ def make_dataset(ds, image_size=(128, 128), batch_size=8, encoder=None, augment=
 
     sizes = None if multi_scale is None else multi_scale_sizes(multi_scale)
 
-    def encode(out, size):
-        """The encoder's outputs merged into the padded targets `out` (one example, or a batch)."""
+    def encode(out, out_height, out_width):
+        """The encoder's outputs at an image size merged into the padded targets `out` (one example, or a batch)."""
         if encoder is None:
             return out
         out = dict(out)
         enc_classes = out["classes"]
         if "is_crowd" in out:  # crowd regions are never training targets
             enc_classes = tf.where(out["is_crowd"] > 0, PAD_VALUE, enc_classes)
-        out.update(encoder(out["boxes"], enc_classes, size, size) if sizes else
-                   encoder(out["boxes"], enc_classes, height, width))
+        out.update(encoder(out["boxes"], enc_classes, out_height, out_width))
         return out
 
     def finish(image, boxes, classes, extra):
         image = tf.ensure_shape(image, [height, width, 3])
         out = pad_targets(boxes, classes, max_boxes, extra)
-        return image, (out if sizes else encode(out, None))
+        return image, (out if sizes else encode(out, height, width))  # multi-scale: encoded per batch, at its size
 
     def rescale(batch, draw):
         """One batch at its drawn size: a bilinear resize of the images, the encoder at that size."""
         images, targets = batch
 
         def at(size):
-            return lambda: (tf.image.resize(images, (size, size), method="bilinear"), encode(targets, size))
+            return lambda: (tf.image.resize(images, (size, size), method="bilinear"), encode(targets, size, size))
 
         return tf.switch_case(tf.cast(draw % len(sizes), tf.int32), [at(size) for size in sizes])
 
