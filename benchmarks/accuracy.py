@@ -67,10 +67,15 @@ ABLATION = {
     "today": dict(schedule="step"),
     "cosine": dict(schedule="cosine"),
     "mosaic": dict(schedule="cosine", mosaic=1.0, close_mosaic=1),
-    "mixup": dict(schedule="cosine", mosaic=1.0, mixup=0.5, close_mosaic=1),
+    "mosaic_full_scale": dict(schedule="cosine", mosaic=1.0, close_mosaic=1, tile_scale=1.0),
+    "mosaic_full_scale_half_visible": dict(schedule="cosine", mosaic=1.0, close_mosaic=1, tile_scale=1.0,
+                                           min_visible=0.5),
+    "mixup": dict(schedule="cosine", mixup=0.5, close_mosaic=1),
+    "multi_scale": dict(schedule="cosine", multi_scale=0.25),
+    "mosaic_mixup": dict(schedule="cosine", mosaic=1.0, mixup=0.5, close_mosaic=1),
     "mosaic_half": dict(schedule="cosine", mosaic=0.5, close_mosaic=1),
     "mosaic_step": dict(schedule="step", mosaic=1.0, close_mosaic=1),
-    "multi_scale": dict(schedule="cosine", mosaic=1.0, close_mosaic=1, multi_scale=0.25),
+    "mosaic_multi_scale": dict(schedule="cosine", mosaic=1.0, close_mosaic=1, multi_scale=0.25),
 }
 
 
@@ -86,16 +91,17 @@ def run_recipe(name, args, info, train_examples, eval_examples, seed):
     size = (args.image_size, args.image_size)
     steps = args.steps_per_epoch or max(1, int(train_examples.cardinality()) // args.batch_size)
     total = steps * args.epochs
+    settings = dict(ABLATION[name])
+    mosaic_args = {k: settings.pop(k) for k in ("tile_scale", "min_visible") if k in settings}
     recipe = training.Recipe(ema=True, warmup_steps=args.warmup_steps if args.warmup_steps is not None
-                             else round(total / 5), ema_momentum=args.ema_momentum or 1 - 10 / total,
-                             **ABLATION[name])
+                             else round(total / 5), ema_momentum=args.ema_momentum or 1 - 10 / total, **settings)
     print(f"{name}: {recipe}, {steps} steps x {args.epochs} epochs", flush=True)
     model = keras_focal.models.RetinaNet(info.num_classes, backbone=args.backbone, head="gfl", fpn_width=64,
                                          head_convs=2, image_size=size)
     optimizer = recipe.optimizer("adamw", steps_per_epoch=steps, epochs=args.epochs, batch_size=args.batch_size,
                                  learning_rate=args.learning_rate)
     model.compile(optimizer=optimizer)
-    mixer = recipe.mosaic_mixup()
+    mixer = recipe.mosaic_mixup(**mosaic_args)
     ds = data.make_dataset(train_examples, image_size=size, batch_size=args.batch_size, augment=True, shuffle=True,
                            repeat=True, seed=seed, mosaic=mixer, multi_scale=recipe.multi_scale_range(size))
     raw = {}

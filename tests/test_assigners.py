@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from _layers_refs import random_ground_truth, ref_assign_atss, ref_assign_iou, ref_encode, ref_iou
 from keras_focal.assigners import ATSSAssigner, Assigner, IoUAssigner
+from keras_focal.assigners.iou import box_bucket
 from keras_focal.layers import AnchorEncoder, AnchorGenerator, decode_deltas, encode_deltas
 from keras_focal.models import get_head
 
@@ -241,6 +242,13 @@ def _awkward_boxes(rng, kind, b=4, m=15):
     return boxes.astype("float32"), rng.integers(-1, 5, (b, m)).astype("int32")
 
 
+def test_box_bucket_is_the_smallest_listed_count_that_holds_the_boxes():
+    listed = sorted({8 * 2**k for k in range(8)} | {12 * 2**k for k in range(8)})
+    counts = np.arange(0, 1100)
+    expected = [next(size for size in listed if size >= count) for count in counts]
+    np.testing.assert_array_equal([int(box_bucket(tf.constant(int(m)))) for m in counts], expected)
+
+
 @pytest.mark.parametrize("assigner", ["iou", "atss"])
 def test_grid_paths_match_the_dense_path_on_awkward_boxes(assigner):
     # The static-size encoder (anchor-grid paths) against the dynamic-size one (dense pairwise IoU), batched, on
@@ -252,7 +260,7 @@ def test_grid_paths_match_the_dense_path_on_awkward_boxes(assigner):
         dense = tf.function(lambda b, c, h, w: enc(b, c, h, w))
         for h, w in [(96, 100)]:  # P7 is 1 x 1 there, P6 2 x 2: fewer anchors than top-k
             for kind in ("clipped", "lattice", "duplicates"):
-                b, c = _awkward_boxes(rng, kind)
+                b, c = _awkward_boxes(rng, kind, m=18 if kind == "duplicates" else 15)  # 18 + 1: padded to 24
                 grid, ref = enc(b, c, h, w), dense(b, c, tf.constant(h), tf.constant(w))
                 for key in ("class_targets", "matched_indices", "matched_boxes"):
                     np.testing.assert_array_equal(grid[key].numpy(), ref[key].numpy(), err_msg=f"{kind} {h}x{w} {key}")

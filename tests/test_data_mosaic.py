@@ -100,13 +100,15 @@ def _check(result, reference):
 SOME = np.array([0.0, 0.99, 0.0, 0.0, 0.99])  # examples 0, 2, 3 pass rate 0.5, examples 1 and 4 do not
 
 
-@pytest.mark.parametrize("mosaic_coin,mixup_coin", [(0.0, 0.99), (0.0, 0.0), (0.99, 0.0), (SOME, SOME[::-1]),
-                                                    (SOME, 0.99)])
-def test_combine_matches_numpy_reference(mosaic_coin, mixup_coin):
+@pytest.mark.parametrize("mosaic_coin,mixup_coin,tile_scale", [(0.0, 0.99, 0.5), (0.0, 0.0, 0.5), (0.99, 0.0, 0.5),
+                                                               (SOME, SOME[::-1], 0.5), (SOME, 0.99, 0.5),
+                                                               (SOME, SOME[::-1], 1.0)])
+def test_combine_matches_numpy_reference(mosaic_coin, mixup_coin, tile_scale):
     """mosaic only (every draw passes rate 1, no mixup), mosaic + mixup, neither (rates below the coins), and
-    groups where only some examples are mosaics or mixed (those are built, then written over the others)."""
+    groups where only some examples are mosaics or mixed (those are built, then written over the others); tiles at
+    half and at full output size."""
     rng = np.random.default_rng(7)
-    mixer = kd.MosaicMixup(mosaic=1.0, mixup=0.5)
+    mixer = kd.MosaicMixup(mosaic=1.0, mixup=0.5, tile_scale=tile_scale)
     images, boxes, classes, crowd = _group(rng)
     draws = _draws(rng, len(images), mosaic_coin, mixup_coin)
     result = mixer.combine(images, boxes, classes, {"is_crowd": crowd}, draws)
@@ -114,6 +116,34 @@ def test_combine_matches_numpy_reference(mosaic_coin, mixup_coin):
     reference = _reference(images, boxes, classes, crowd, draws, mixer)
     assert sum(len(rows) for _, rows in reference) > 10  # the check has boxes to compare
     _check(result, reference)
+
+
+@pytest.mark.parametrize("tile_scale", [0.5, 1.0])
+def test_mosaic_pixels_match_numpy_reference(tile_scale):
+    """Every output pixel of random tiles (not constant: a crop off by one pixel shows) against a per-pixel float64
+    placement, with the fill where a half-size tile does not reach."""
+    rng = np.random.default_rng(11)
+    mixer = kd.MosaicMixup(tile_scale=tile_scale)
+    th, tw = mixer.tile_size((H, W))
+    tiles = rng.uniform(0, 255, (5, th, tw, 3)).astype(np.float32)
+    partners = rng.integers(0, 5, (7, 4)).astype(np.int32)
+    yc = rng.integers(H // 4, 3 * H // 4 + 1, 7).astype(np.int32)
+    xc = rng.integers(W // 4, 3 * W // 4 + 1, 7).astype(np.int32)
+    yc[0], xc[0] = H // 4, 3 * W // 4  # the ends of the centre range
+    got = mixer._mosaic_pixels(tf.constant(tiles), tf.constant(partners), tf.constant(yc), tf.constant(xc), H, W,
+                               th, tw).numpy()
+    for i in range(7):
+        expected = np.full((H, W, 3), mixer.fill_value)
+        for y in range(H):
+            for x in range(W):
+                k = 2 * (y >= yc[i]) + (x >= xc[i])
+                ty = y - yc[i] if y >= yc[i] else y - (yc[i] - th)
+                tx = x - xc[i] if x >= xc[i] else x - (xc[i] - tw)
+                if 0 <= ty < th and 0 <= tx < tw:
+                    expected[y, x] = tiles[partners[i, k], ty, tx]
+        np.testing.assert_array_equal(got[i], expected, err_msg=f"mosaic {i}")
+        if tile_scale < 1:
+            assert (expected == mixer.fill_value).all(axis=-1).any()  # the fill is exercised
 
 
 def test_tiles_lent_by_examples_without_one():
@@ -185,6 +215,18 @@ def test_pipeline_is_stateless_and_rates_close():
     np.testing.assert_array_equal(closed[1]["boxes"].numpy(), plain[1]["boxes"].numpy())
     mixer.reopen()
     assert float(mixer.mosaic_rate.numpy()) == 1.0 and float(mixer.mixup_rate.numpy()) == 0.5
+
+
+def test_full_size_tiles_keep_plain_examples_as_without_mosaic():
+    """With tiles at the output size one prepared image serves as tile and as plain image: at rate 0.5 the plain
+    outputs are exactly the pipeline's without mosaic, the others are mosaics."""
+    mixer = kd.MosaicMixup(mosaic=0.5, mixup=0.0, group_size=8, tile_scale=1.0)
+    images, targets = next(iter(_pipeline(mixer, seed=5)))
+    plain_images, plain_targets = next(iter(_pipeline(None, seed=5)))
+    same = [np.array_equal(a, b) for a, b in zip(images.numpy(), plain_images.numpy())]
+    assert 0 < sum(same) < len(same), same
+    for i in np.flatnonzero(same):
+        np.testing.assert_array_equal(targets["boxes"].numpy()[i], plain_targets["boxes"].numpy()[i])
 
 
 def test_close_mosaic_callback_follows_the_epoch():

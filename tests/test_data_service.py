@@ -59,6 +59,23 @@ def test_short_training_run_from_workers(dispatcher):
     assert np.isfinite(history.history["loss"][0]) and history.history["loss"][0] > 0
 
 
+def test_multi_scale_batches_from_workers(dispatcher):
+    """Multi-scale batches (a size drawn per batch, encoded at it) come through the workers whole: every example
+    once, each batch one of the sizes, its anchor targets for that size."""
+    model = tiny_model()
+    ds = make_dataset(_examples(), image_size=(64, 64), batch_size=4, encoder=model.anchor_encoder, augment=True,
+                      shuffle=True, max_boxes=4, seed=1, multi_scale=(32, 96))
+    ids, sizes = [], set()
+    for images, targets in service.distribute(ds, dispatcher.target, policy="dynamic"):
+        size = images.shape[1]
+        assert images.shape[1:3] == (size, size) and size in (32, 64, 96)
+        anchors = model.anchor_encoder.anchor_generator(size, size).shape[0]
+        assert targets["class_targets"].shape[1] == anchors, (size, targets["class_targets"].shape)
+        sizes.add(size)
+        ids += [int(v) for v in np.round(images.numpy().max(axis=(1, 2, 3)))]
+    assert sorted(ids) == list(range(N)) and len(sizes) > 1, (ids, sizes)
+
+
 def test_bad_arguments():
     ds = tf.data.Dataset.range(3)
     with pytest.raises(ValueError, match="grpc://"):

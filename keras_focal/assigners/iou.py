@@ -24,6 +24,17 @@ from keras_focal.boxes import pairwise_iou, valid_boxes_mask
 FAR_AWAY = 1e9
 
 
+def box_bucket(count):
+    """The padded box count for `count` boxes (int32 scalar tensor): the smallest of 8, 12, 16, 24, 32, 48, ...
+    (2**k and 3 * 2**(k - 1)) that is >= count. At most 1.5x the boxes are processed, and the counts 1-1000 (a
+    mosaic carries the boxes of four images) fall into 15 shapes, each compiled once."""
+    count = tf.maximum(tf.cast(count, tf.int32), 8)
+    power = tf.cast(2.0 ** tf.math.ceil(tf.math.log(tf.cast(count, tf.float32)) / tf.math.log(2.0)), tf.int32)
+    power = tf.where(power // 2 >= count, power // 2, tf.where(power < count, 2 * power, power))  # exact
+    three_quarters = 3 * (power // 4)
+    return tf.where(three_quarters >= count, three_quarters, power)
+
+
 def _assignment(match, positive, ignored):
     return tf.where(positive, tf.cast(match, "int32"), tf.where(ignored, IGNORED, BACKGROUND))
 
@@ -83,9 +94,9 @@ class IoUAssigner(Assigner):
         are background everywhere.
         """
         boxes, classes = pad_dummy(boxes, classes)
-        # The box count is rounded up to a multiple of 8 with more non-real rows, so the compiled assignment
-        # below is built for a handful of shapes only; those rows come last and never win a tie.
-        pad = (-tf.shape(boxes)[1]) % 8
+        # The box count is rounded up to a `box_bucket` with more non-real rows, so the compiled assignment below
+        # is built for a handful of shapes only; those rows come last and never win a tie.
+        pad = box_bucket(tf.shape(boxes)[1]) - tf.shape(boxes)[1]
         boxes = tf.pad(boxes, [[0, 0], [0, pad], [0, 0]], constant_values=-1.0)
         classes = tf.pad(classes, [[0, 0], [0, pad]], constant_values=-1)
         return self._grid_function(grid)(boxes, valid_boxes_mask(boxes, classes))
@@ -95,7 +106,7 @@ class IoUAssigner(Assigner):
         ``[B, M, A]`` IoU values are reduced where they are made instead of in a pass over memory per step. The
         box axis comes first, so the reductions over boxes are element-wise maxima over whole slices of anchors,
         which vectorise. One compiled function per image size, cached; XLA compiles it once per box count (a
-        multiple of 8)."""
+        `box_bucket`)."""
         cache = self.__dict__.setdefault("_grid_functions", {})
         key = id(grid)
         if key in cache:

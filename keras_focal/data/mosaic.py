@@ -20,8 +20,8 @@ at: the tile size (th, tw) when the rate of mosaic is not 0, the training size H
   `r * x_i + (1 - r) * x_j`, with j another example of the group and r ~ Beta(32, 32) (ultralytics'), and the boxes
   of both, unweighted.
 
-The pixels of the mosaics are one gather of whole pixels from the group's tiles (`_mosaic_pixels`), their boxes one
-op over the four tiles; only the examples that are mosaics (or mixed) are computed.
+The pixels of a mosaic are four rectangular crops of its tiles (`_mosaic_pixels`), the boxes of all mosaics one op
+over the four tiles; only the examples that are mosaics (or mixed) are computed.
 
 Each example is a mosaic with probability `mosaic` and then mixed with probability `mixup`. Both rates are
 `tf.Variable`s (the mosaic rate read when an example is prepared, `decide`, the mixup rate when its group is
@@ -52,8 +52,10 @@ class MosaicMixup:
         YOLOX 1.0 on its large models).
     group_size: examples combined together; partners are drawn from the group.
     centre_range: (lo, hi) fractions of the output's height / width where the mosaic centre is drawn.
-    tile_scale: each tile is the source image stretched to this fraction of the output size (0.5: four whole images
-        fill the output when the centre is in the middle).
+    tile_scale: each tile is the source image stretched to this fraction of the output size. 1.0 (ultralytics',
+        YOLOX's: four images on a canvas twice the output side, cropped back around the centre): objects keep their
+        scale and each image shows the part next to the centre; 0.5: four whole images fill the output when the
+        centre is in the middle, every object at half its size (10.6 AP lower on the built-in dataset).
     min_size_px: boxes under this many pixels high or wide after clipping are dropped.
     min_visible: boxes that keep less than this fraction of their area after clipping are dropped.
     fill_value: pixel value outside every tile.
@@ -61,7 +63,7 @@ class MosaicMixup:
     The rates are `tf.Variable`s: create the object outside any `tf.distribute` strategy scope.
     """
 
-    def __init__(self, mosaic=1.0, mixup=0.0, group_size=16, centre_range=(0.25, 0.75), tile_scale=0.5,
+    def __init__(self, mosaic=1.0, mixup=0.0, group_size=16, centre_range=(0.25, 0.75), tile_scale=1.0,
                  min_size_px=2.0, min_visible=0.1, fill_value=114.0):
         for name, value in (("mosaic", mosaic), ("mixup", mixup)):
             if not 0.0 <= float(value) <= 1.0:
@@ -211,32 +213,33 @@ class MosaicMixup:
         """The mosaics of N examples: tiles [G, th, tw, 3] (the group's images at the tile size), partners [N, 4]
         indices into the group, centres yc, xc [N] -> [N, H, W, 3].
 
-        One gather of whole pixels: output pixel (y, x) of tile k reads tile pixel (y - oy, x - ox) when that lies
-        inside the tile, else the fill pixel. The tile (top or bottom, left or right) is chosen by y < yc and
-        x < xc, and a tile never reaches past the centre, so inside its own extent a tile is always inside its
-        quadrant. The flat index is separable: a row term (the tile of the row's half and the tile row) plus a
-        column term (the tile column), with the row term chosen between the left and the right tile by the column:
-        two int32 passes over the output and one gather."""
+        Output pixel (y, x) of quadrant k reads pixel (y - oy, x - ox) of tile k when that lies inside the tile,
+        else the fill. Each quadrant is one rectangular crop of its tile, padded with the fill where the tile does
+        not reach (never, for full-size tiles); a mosaic is four crops and three concatenations, memory copies."""
         tiles = tf.ensure_shape(tiles, [None, tile_h, tile_w, 3])
-        # One extra row and column of fill_value (tile row th, column tw): what a tile does not cover reads them.
-        small = tf.pad(tiles, [[0, 0], [0, 1], [0, 1], [0, 0]], constant_values=self.fill_value)
-        pixels = tf.reshape(small, [-1, 3])
-        stride_y, stride_t = tile_w + 1, (tile_h + 1) * (tile_w + 1)  # flat strides of a tile row, of a tile
+        full_size = tile_h == height and tile_w == width
 
-        def tile_position(positions, centre, size):
-            """[1, L] output rows (or columns), centre [N] -> (second half [N, L], tile row (or column) [N, L], size
-            where the tile does not cover the position)."""
-            second = positions >= centre[:, None]
-            inside = tf.where(second, positions - centre[:, None], positions - (centre[:, None] - size))
-            return second, tf.where((inside >= 0) & (inside < size), inside, size)
+        def quadrant(tile, row, rows, col, cols):
+            """Rows [row, row + rows) x columns [col, col + cols) of tile `tile`, in tile pixels, fill outside."""
+            if full_size:  # a full-size tile placed at the centre always covers its quadrant
+                return tiles[tile, row:row + rows, col:col + cols]
+            r0, r1 = tf.clip_by_value(row, 0, tile_h), tf.clip_by_value(row + rows, 0, tile_h)
+            c0, c1 = tf.clip_by_value(col, 0, tile_w), tf.clip_by_value(col + cols, 0, tile_w)
+            return tf.pad(tiles[tile, r0:r1, c0:c1], [[r0 - row, row + rows - r1], [c0 - col, col + cols - c1], [0, 0]],
+                          constant_values=self.fill_value)
 
-        bottom, tile_row = tile_position(tf.range(height)[None, :], yc, tile_h)  # [N, H]
-        right, tile_col = tile_position(tf.range(width)[None, :], xc, tile_w)  # [N, W]
-        half = 2 * tf.cast(bottom, tf.int32)  # tiles 0, 1 on top, 2, 3 below
-        row_terms = [tf.gather(partners, half + side, batch_dims=1) * stride_t + tile_row * stride_y
-                     for side in (0, 1)]  # [N, H] for the left and the right tile
-        index = tf.where(right[:, None, :], row_terms[1][:, :, None], row_terms[0][:, :, None]) + tile_col[:, None, :]
-        return tf.gather(pixels, index)  # [N, H, W, 3]
+        def one(args):
+            (top_left, top_right, bottom_left, bottom_right), y, x = args
+            # The top tiles end at the centre row (their rows th - y ...), the bottom ones start there (rows 0 ...);
+            # the same for the left and right columns.
+            upper = tf.concat([quadrant(top_left, tile_h - y, y, tile_w - x, x),
+                               quadrant(top_right, tile_h - y, y, 0, width - x)], axis=1)
+            lower = tf.concat([quadrant(bottom_left, 0, height - y, tile_w - x, x),
+                               quadrant(bottom_right, 0, height - y, 0, width - x)], axis=1)
+            return tf.ensure_shape(tf.concat([upper, lower], axis=0), [height, width, 3])
+
+        return tf.map_fn(one, (tf.unstack(partners, 4, axis=1), yc, xc),
+                         fn_output_signature=tf.TensorSpec([height, width, 3], tiles.dtype))
 
     def _mosaic_boxes(self, boxes, classes, extra, partners, yc, xc, height, width, tile_h, tile_w):
         """Every example's mosaic boxes, the four tiles in one op: boxes [G, M, 4] of the group (at the tile size),

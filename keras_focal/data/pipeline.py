@@ -205,7 +205,8 @@ def _mix_groups(ds, mosaic, prepare, image_size, max_boxes):
 
     Each example draws its mosaic / mixup randomness from its seed and is prepared (resized and augmented by
     `prepare(example, seed, size)`) at the size it is used at: at image_size if it stays plain, at the tile size
-    if the rate of mosaic is not 0 (it may be a tile of its group's mosaics); the other comes as an empty image.
+    if the rate of mosaic is not 0 (it may be a tile of its group's mosaics), once if the two sizes are equal; the
+    other comes as an empty image.
     The group is `padded_batch`ed (a group of mosaics carries its tiles only), combined and split again; the real
     boxes come first, cut to `max_boxes` by `finish`."""
     autotune = tf.data.AUTOTUNE
@@ -229,8 +230,13 @@ def _mix_groups(ds, mosaic, prepare, image_size, max_boxes):
                         pad_targets(tf.zeros([0, 4]), tf.zeros([0], tf.int32), max_boxes, none))
             return run
 
-        image, targets = tf.cond(is_mosaic, empty(image_size), at(image_size))
-        tile, tile_targets = tf.cond(with_tile, at(tile_size), empty(tile_size))
+        if tuple(tile_size) == tuple(image_size):  # full-size tiles: the one prepared image serves as both
+            prepared = at(image_size)()
+            image, targets = tf.cond(is_mosaic, empty(image_size), lambda: prepared)
+            tile, tile_targets = tf.cond(with_tile, lambda: prepared, empty(tile_size))
+        else:
+            image, targets = tf.cond(is_mosaic, empty(image_size), at(image_size))
+            tile, tile_targets = tf.cond(with_tile, at(tile_size), empty(tile_size))
         return image, targets, tile, tile_targets, draws, is_mosaic, with_tile
 
     def combine(images, targets, tiles, tile_targets, draws, is_mosaic, with_tile):
