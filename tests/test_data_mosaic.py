@@ -167,6 +167,23 @@ def test_tiles_lent_by_examples_without_one():
     np.testing.assert_array_equal(got[3]["is_crowd"].numpy(), expected[3]["is_crowd"].numpy())
 
 
+def test_uint8_groups_give_the_float_result_rounded():
+    """The pipeline's groups carry uint8 pixels: mosaics and blends come out uint8, the float result rounded."""
+    rng = np.random.default_rng(5)
+    mixer = kd.MosaicMixup(mosaic=1.0, mixup=0.5)
+    images, boxes, classes, crowd = _group(rng)
+    images = images + rng.integers(0, 30, images.shape)  # integer pixels, not constant
+    draws = _draws(rng, len(images), SOME, SOME[::-1])
+    targets = (boxes, classes, {"is_crowd": crowd})
+    every = tf.ones([len(images)], tf.bool)
+    as_float = mixer.combine_tiles(images, targets, images, targets, draws, tf.constant(SOME == 0), every, (H, W))
+    as_uint8 = mixer.combine_tiles(images.astype(np.uint8), targets, images.astype(np.uint8), targets, draws,
+                                   tf.constant(SOME == 0), every, (H, W))
+    assert as_uint8[0].dtype == tf.uint8
+    np.testing.assert_array_equal(as_uint8[0].numpy(), np.round(as_float[0].numpy()))
+    np.testing.assert_array_equal(as_uint8[1].numpy(), as_float[1].numpy())
+
+
 def test_reference_can_fail():
     """The same check with a tile origin off by one pixel in the reference fails."""
     rng = np.random.default_rng(7)
@@ -195,6 +212,10 @@ def _pipeline(mixer, seed, augment=True):
                            mosaic=mixer, max_boxes=20)
 
 
+def _rounded(images):
+    return np.round(np.clip(images.numpy(), 0, 255))
+
+
 def test_pipeline_is_stateless_and_rates_close():
     mixer = kd.MosaicMixup(mosaic=1.0, mixup=0.5, group_size=8)
     images, targets = next(iter(_pipeline(mixer, seed=3)))
@@ -211,7 +232,7 @@ def test_pipeline_is_stateless_and_rates_close():
     mixer.close()
     closed = next(iter(_pipeline(mixer, seed=3)))
     plain = next(iter(_pipeline(None, seed=3)))
-    np.testing.assert_array_equal(closed[0].numpy(), plain[0].numpy())
+    np.testing.assert_array_equal(closed[0].numpy(), _rounded(plain[0]))  # the groups carry uint8 pixels
     np.testing.assert_array_equal(closed[1]["boxes"].numpy(), plain[1]["boxes"].numpy())
     mixer.reopen()
     assert float(mixer.mosaic_rate.numpy()) == 1.0 and float(mixer.mixup_rate.numpy()) == 0.5
@@ -219,11 +240,11 @@ def test_pipeline_is_stateless_and_rates_close():
 
 def test_full_size_tiles_keep_plain_examples_as_without_mosaic():
     """With tiles at the output size one prepared image serves as tile and as plain image: at rate 0.5 the plain
-    outputs are exactly the pipeline's without mosaic, the others are mosaics."""
+    outputs are exactly the pipeline's without mosaic (rounded: the groups carry uint8), the others are mosaics."""
     mixer = kd.MosaicMixup(mosaic=0.5, mixup=0.0, group_size=8, tile_scale=1.0)
     images, targets = next(iter(_pipeline(mixer, seed=5)))
     plain_images, plain_targets = next(iter(_pipeline(None, seed=5)))
-    same = [np.array_equal(a, b) for a, b in zip(images.numpy(), plain_images.numpy())]
+    same = [np.array_equal(a, b) for a, b in zip(images.numpy(), _rounded(plain_images))]
     assert 0 < sum(same) < len(same), same
     for i in np.flatnonzero(same):
         np.testing.assert_array_equal(targets["boxes"].numpy()[i], plain_targets["boxes"].numpy()[i])

@@ -96,7 +96,8 @@ def make_dataset(ds, image_size=(128, 128), batch_size=8, encoder=None, augment=
     cache: cache the raw examples in memory (fine for the built-in dataset, not for COCO).
     mosaic: a `keras_focal.data.MosaicMixup`, or None. After the per-example resize and augmentation, groups of
         `mosaic.group_size` examples are combined (mosaic, then mixup, each example with its own stateless seed)
-        and split again before encoding; its rates are read as the pipeline runs (`mosaic.set_rates`).
+        and split again before encoding; its rates are read as the pipeline runs (`mosaic.set_rates`). The groups
+        carry the pixels as uint8, so the images come out rounded to whole values.
     multi_scale: None, or (min, max) pixels: each batch is then resized to a random square size, a multiple of
         `MULTI_SCALE_STRIDE` in that range (`multi_scale_sizes`), drawn from a stream seeded by `seed`, as
         ultralytics resizes its batches (`--multi-scale`); the boxes are normalized and stay valid, and the
@@ -156,7 +157,7 @@ def make_dataset(ds, image_size=(128, 128), batch_size=8, encoder=None, augment=
         return out
 
     def finish(image, boxes, classes, extra):
-        image = tf.ensure_shape(image, [height, width, 3])
+        image = tf.ensure_shape(tf.cast(image, tf.float32), [height, width, 3])
         out = pad_targets(boxes, classes, max_boxes, extra)
         return image, (out if sizes else encode(out, height, width))  # multi-scale: encoded per batch, at its size
 
@@ -220,13 +221,15 @@ def _mix_groups(ds, mosaic, prepare, image_size, max_boxes):
         def at(size):
             def run():
                 image, boxes, classes, extra = prepare(example, seed, size)
+                # Rounded to uint8 for the group's copies (padded_batch, combine, unbatch); `finish` casts back.
+                image = tf.cast(tf.round(tf.clip_by_value(tf.cast(image, tf.float32), 0.0, 255.0)), tf.uint8)
                 return tf.ensure_shape(image, [size[0], size[1], 3]), pad_targets(boxes, classes, max_boxes, extra)
             return run
 
         def empty(size):
             def run():
                 none = {k: tf.zeros([0], tf.int32) for k in keys}
-                return (tf.zeros([0, size[1], 3], tf.float32),
+                return (tf.zeros([0, size[1], 3], tf.uint8),
                         pad_targets(tf.zeros([0, 4]), tf.zeros([0], tf.int32), max_boxes, none))
             return run
 
