@@ -167,7 +167,7 @@ class MosaicMixup:
 
         # Examples without a tile (prepared while the rate of mosaic was 0) lend their image, area-resized.
         def complete():
-            resized = _to(tf.image.resize(images, (tile_h, tile_w), method="area"), dtype)
+            resized = as_pixels(tf.image.resize(images, (tile_h, tile_w), method="area"), dtype)
             return tf.where(with_tile[:, None, None, None], tiles, resized)
 
         tiles = tf.cond(tf.reduce_all(with_tile) | tf.logical_not(tf.reduce_any(is_mosaic)), lambda: tiles, complete)
@@ -201,7 +201,7 @@ class MosaicMixup:
             r = tf.gather(ratio, chosen)[:, None, None, None]
             mixed = (r * tf.cast(tf.gather(images, chosen), tf.float32)
                      + (1.0 - r) * tf.cast(tf.gather(images, tf.gather(partner, chosen)), tf.float32))
-            return _to(mixed, dtype)
+            return as_pixels(mixed, dtype)
 
         images = _replace_where(is_mixed, images, blend)
         other_classes = tf.where(is_mixed[:, None], tf.gather(classes, partner), -1)
@@ -228,8 +228,8 @@ class MosaicMixup:
                 return tiles[tile, row:row + rows, col:col + cols]
             r0, r1 = tf.clip_by_value(row, 0, tile_h), tf.clip_by_value(row + rows, 0, tile_h)
             c0, c1 = tf.clip_by_value(col, 0, tile_w), tf.clip_by_value(col + cols, 0, tile_w)
-            return tf.pad(tiles[tile, r0:r1, c0:c1], [[r0 - row, row + rows - r1], [c0 - col, col + cols - c1], [0, 0]],
-                          constant_values=tf.cast(self.fill_value, tiles.dtype))
+            pad = [[r0 - row, row + rows - r1], [c0 - col, col + cols - c1], [0, 0]]
+            return tf.pad(tiles[tile, r0:r1, c0:c1], pad, constant_values=tf.cast(self.fill_value, tiles.dtype))
 
         def one(args):
             (top_left, top_right, bottom_left, bottom_right), y, x = args
@@ -292,7 +292,7 @@ def _partner(uniform, group):
     return (tf.range(group) + offset) % group
 
 
-def _to(pixels, dtype):
+def as_pixels(pixels, dtype):
     """float32 pixels clipped to [0, 255], rounded to the nearest integer when dtype is uint8."""
     pixels = tf.clip_by_value(pixels, 0.0, 255.0)
     return tf.cast(tf.round(pixels), tf.uint8) if dtype == tf.uint8 else pixels

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from keras_focal import letterbox as letterboxing
 from keras_focal.data.augment import Augmenter, filter_boxes
+from keras_focal.data.mosaic import as_pixels
 
 PAD_VALUE = -1
 
@@ -222,7 +223,7 @@ def _mix_groups(ds, mosaic, prepare, image_size, max_boxes):
             def run():
                 image, boxes, classes, extra = prepare(example, seed, size)
                 # Rounded to uint8 for the group's copies (padded_batch, combine, unbatch); `finish` casts back.
-                image = tf.cast(tf.round(tf.clip_by_value(tf.cast(image, tf.float32), 0.0, 255.0)), tf.uint8)
+                image = as_pixels(tf.cast(image, tf.float32), tf.uint8)
                 return tf.ensure_shape(image, [size[0], size[1], 3]), pad_targets(boxes, classes, max_boxes, extra)
             return run
 
