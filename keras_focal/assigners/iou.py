@@ -24,15 +24,16 @@ from keras_focal.boxes import pairwise_iou, valid_boxes_mask
 FAR_AWAY = 1e9
 
 
+# The padded box counts of the compiled grid assignment: 8, 12, 16, 24, 32, 48, ... (2**k and 3 * 2**(k - 1)).
+BOX_BUCKETS = tuple(sorted({8 * 2**k for k in range(22)} | {12 * 2**k for k in range(22)}))
+
+
 def box_bucket(count):
-    """The padded box count for `count` boxes (int32 scalar tensor): the smallest of 8, 12, 16, 24, 32, 48, ...
-    (2**k and 3 * 2**(k - 1)) that is >= count. At most 1.5x the boxes are processed, and the counts 1-1000 (a
-    mosaic carries the boxes of four images) fall into 15 shapes, each compiled once."""
-    count = tf.maximum(tf.cast(count, tf.int32), 8)
-    power = tf.cast(2.0 ** tf.math.ceil(tf.math.log(tf.cast(count, tf.float32)) / tf.math.log(2.0)), tf.int32)
-    power = tf.where(power // 2 >= count, power // 2, tf.where(power < count, 2 * power, power))  # exact
-    three_quarters = 3 * (power // 4)
-    return tf.where(three_quarters >= count, three_quarters, power)
+    """The padded box count for `count` boxes (int32 scalar tensor): the smallest of `BOX_BUCKETS` that is >= count.
+    At most 1.5x the boxes are processed, and the counts 1-1000 (a mosaic carries the boxes of four images) fall
+    into 15 shapes, each compiled once."""
+    buckets = tf.constant(BOX_BUCKETS, tf.int32)
+    return buckets[tf.searchsorted(buckets, tf.reshape(tf.cast(count, tf.int32), [1]), side="left")[0]]
 
 
 def _assignment(match, positive, ignored):

@@ -207,12 +207,12 @@ def _mix_groups(ds, mosaic, prepare, image_size, max_boxes):
 
     Each example draws its mosaic / mixup randomness from its seed and is prepared (resized and augmented by
     `prepare(example, seed, size)`) at the size it is used at: at image_size if it stays plain, at the tile size
-    if the rate of mosaic is not 0 (it may be a tile of its group's mosaics), once if the two sizes are equal; the
-    other comes as an empty image.
-    The group is `padded_batch`ed (a group of mosaics carries its tiles only), combined and split again; the real
+    if the rate of mosaic is not 0 (it may be a tile of its group's mosaics); the other comes as an empty image.
+    When the two sizes are equal, each example is prepared and carried once, as its image and its tile. The group is `padded_batch`ed (a group of mosaics carries its tiles only), combined and split again; the real
     boxes come first, cut to `max_boxes` by `finish`."""
     autotune = tf.data.AUTOTUNE
     tile_size = mosaic.tile_size(image_size)
+    full_size = tuple(tile_size) == tuple(image_size)
 
     def prepare_both(example, seed):
         draws = mosaic.draw(tf.stack([seed, 1]))  # the augmentation draws from [seed, 0]
@@ -234,10 +234,10 @@ def _mix_groups(ds, mosaic, prepare, image_size, max_boxes):
                         pad_targets(tf.zeros([0, 4]), tf.zeros([0], tf.int32), max_boxes, none))
             return run
 
-        if tuple(tile_size) == tuple(image_size):  # full-size tiles: the one prepared image serves as both
-            prepared = at(image_size)()
-            image, targets = tf.cond(is_mosaic, empty(image_size), lambda: prepared)
-            tile, tile_targets = tf.cond(with_tile, lambda: prepared, empty(tile_size))
+        if full_size:  # the prepared image is also the example's tile (`combine` passes it as both)
+            image, targets = at(image_size)()
+            tile, tile_targets = empty(tile_size)()
+            with_tile = tf.constant(True)
         else:
             image, targets = tf.cond(is_mosaic, empty(image_size), at(image_size))
             tile, tile_targets = tf.cond(with_tile, at(tile_size), empty(tile_size))
@@ -247,6 +247,8 @@ def _mix_groups(ds, mosaic, prepare, image_size, max_boxes):
         def split(t):
             return t["boxes"], t["classes"], {k: v for k, v in t.items() if k not in ("boxes", "classes")}
 
+        if full_size:
+            tiles, tile_targets = images, targets
         return mosaic.combine_tiles(images, split(targets), tiles, split(tile_targets), draws, is_mosaic, with_tile,
                                     image_size)
 
